@@ -1,0 +1,1 @@
+"""The assigner: gives customers created from mail to a manager of the account's group."""

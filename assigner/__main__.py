@@ -1,0 +1,34 @@
+"""`python -m assigner`: hand customers created from mail to managers."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+
+from assigner.adapters import MongoManagerRotation
+from assigner.handlers import handle_mail_bound
+from shared.contracts import Event, MailBound
+from shared.errors import InvalidEventError
+from shared.runtime import run_stage
+from shared.settings import Settings
+from shared.store import Store
+from shared.worker import EventHandler
+
+
+def build_handler(_settings: Settings, store: Store) -> EventHandler:
+    rotation = MongoManagerRotation(store)
+
+    def handle(event: Event, _payload: bytes | None) -> list[Event]:
+        if not isinstance(event, MailBound) or event.event_type != MailBound.event_type:
+            raise InvalidEventError(f"the assigner takes mail.bound, not {event.event_type}")
+        return handle_mail_bound(event, rotation=rotation, now=datetime.now(UTC))
+
+    return handle
+
+
+def main() -> int:
+    return run_stage("assigner", build_handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

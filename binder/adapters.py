@@ -1,0 +1,107 @@
+"""The binder's ports on MongoDB: the CRM's customers and orders, and the `emails` archive."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from binder.ports import CustomerRef, OrderRef
+from shared.contracts import deterministic_id
+from shared.store import Store, insert_or_ignore, store_errors
+
+
+def customer_id_for(tenant_id: str, address: str) -> str:
+    """The _id of a customer created from mail: tenant + normalised address."""
+    return "mail-" + deterministic_id("customer", tenant_id, address)
+
+
+def _order(doc: dict[str, Any] | None) -> OrderRef | None:
+    if doc is None:
+        return None
+    return OrderRef(str(doc["_id"]), str(doc["customer_id"]), _opt(doc.get("manager_id")))
+
+
+def _customer(doc: dict[str, Any] | None) -> CustomerRef | None:
+    if doc is None:
+        return None
+    return CustomerRef(str(doc["_id"]), _opt(doc.get("manager_id")), doc.get("source_email_id"))
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class MongoCrmDirectory:
+    """Orders and customers as the CRM stores them (every query filters on the tenant)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def find_order(self, tenant_id: str, number: str) -> OrderRef | None:
+        with store_errors("find order"):
+            return _order(self._store.orders.find_one({"tenant_id": tenant_id, "number": number}))
+
+    def find_order_by_id(self, tenant_id: str, order_id: str) -> OrderRef | None:
+        with store_errors("find order"):
+            return _order(self._store.orders.find_one({"tenant_id": tenant_id, "_id": order_id}))
+
+    def find_customer(self, tenant_id: str, address: str) -> CustomerRef | None:
+        with store_errors("find customer"):
+            doc = self._store.customers.find_one(
+                {"tenant_id": tenant_id, "emails": address}, sort=[("_id", 1)]
+            )
+        return _customer(doc)
+
+    def create_customer(
+        self, tenant_id: str, address: str, *, shop_id: str | None, email_id: str, now: datetime
+    ) -> CustomerRef:
+        doc = {
+            "_id": customer_id_for(tenant_id, address),
+            "tenant_id": tenant_id,
+            "emails": [address],
+            "manager_id": None,
+            "shop_id": shop_id,
+            "created_at": now,
+            "source": "mail",
+            "source_email_id": email_id,
+        }
+        with store_errors("create customer"):
+            if insert_or_ignore(self._store.customers, doc):
+                return _customer(doc)  # type: ignore[return-value]
+            existing = self._store.customers.find_one({"tenant_id": tenant_id, "_id": doc["_id"]})
+        if existing is None:
+            raise LookupError(f"customer {doc['_id']} exists in another tenant")
+        return _customer(existing)  # type: ignore[return-value]
+
+
+class MongoEmailArchive:
+    """The `emails` collection, written insert-or-ignore by _id."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None:
+        with store_errors("read email"):
+            return self._store.emails.find_one({"tenant_id": tenant_id, "_id": email_id})
+
+    def record(self, doc: dict[str, Any]) -> dict[str, Any]:
+        with store_errors("record email"):
+            if insert_or_ignore(self._store.emails, doc):
+                return doc
+            existing = self._store.emails.find_one(
+                {"tenant_id": doc["tenant_id"], "_id": doc["_id"]}
+            )
+        if existing is None:
+            raise LookupError(f"email {doc['_id']} exists in another tenant")
+        return existing
+
+    def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
+        with store_errors("find thread"):
+            doc = self._store.emails.find_one(
+                {
+                    "tenant_id": tenant_id,
+                    "message_id": {"$in": list(message_ids)},
+                    "order_id": {"$ne": None},
+                }
+            )
+        return None if doc is None else str(doc["order_id"])

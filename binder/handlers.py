@@ -1,0 +1,196 @@
+"""The binder's handler: a fetched mail becomes an `emails` document and one event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from binder.ports import BlobStore, CrmDirectory, EmailArchive
+from binder.rules import Bound, Skipped, bind
+from shared.contracts import Event, MailBound, MailFetched, MailSkipped, MailSummary
+from shared.mail import MailParseError, ParsedMail, parse_mail
+
+
+def handle_mail_fetched(
+    event: MailFetched,
+    raw: bytes | None,
+    *,
+    crm: CrmDirectory,
+    archive: EmailArchive,
+    blobs: BlobStore,
+    now: datetime,
+) -> list[Event]:
+    """Bind a fetched mail by the rules (order tag, sender, create customer, skip).
+
+    The stored `emails` document is the record: a redelivered mail re-emits the event built
+    from it, so the outcome, the document and the event id are the same every time.
+    """
+    stored = archive.get(event.tenant_id, event.email_id)
+    if stored is None:
+        doc = _decide(event, raw, crm=crm, archive=archive, blobs=blobs, now=now)
+        stored = archive.record(doc)
+    return [outcome_event(event, stored, now=now)]
+
+
+def _decide(
+    event: MailFetched,
+    raw: bytes | None,
+    *,
+    crm: CrmDirectory,
+    archive: EmailArchive,
+    blobs: BlobStore,
+    now: datetime,
+) -> dict[str, Any]:
+    if raw is None and event.raw_ref is not None:
+        raw = blobs.get(event.raw_ref)
+    raw = raw or b""
+    try:
+        mail = parse_mail(raw)
+    except MailParseError as exc:
+        ref = blobs.put(
+            f"raw/{event.email_id}", raw, tenant_id=event.tenant_id, content_type="message/rfc822"
+        )
+        return skipped_document(event, "parse_error", str(exc), now=now, raw_ref=ref)
+    if event.oversize:
+        return email_document(event, mail, Skipped("too_large", event.oversize_detail), now=now)
+    binding = bind(
+        tenant_id=event.tenant_id,
+        email_id=event.email_id,
+        mail=mail,
+        options=event.options,
+        crm=crm,
+        archive=archive,
+        now=now,
+    )
+    doc = email_document(event, mail, binding, now=now)
+    doc["attachments"] = _store_attachments(event, mail, blobs)
+    return doc
+
+
+def _store_attachments(
+    event: MailFetched, mail: ParsedMail, blobs: BlobStore
+) -> list[dict[str, Any]]:
+    listed = []
+    for index, part in enumerate(mail.attachments):
+        ref = blobs.put(
+            f"att/{event.email_id}/{index}",
+            part.payload,
+            tenant_id=event.tenant_id,
+            content_type=part.content_type,
+        )
+        listed.append(
+            {
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": part.size,
+                "ref": ref,
+            }
+        )
+    return listed
+
+
+def _base_document(event: MailFetched, now: datetime) -> dict[str, Any]:
+    return {
+        "_id": event.email_id,
+        "tenant_id": event.tenant_id,
+        "account_id": event.account_id,
+        "shop_id": event.options.shop_id,
+        "size": event.size,
+        "received_at": event.internal_date or now,
+        "created_at": now,
+        "event_id": event.event_id,
+    }
+
+
+def email_document(
+    event: MailFetched, mail: ParsedMail, binding: Bound | Skipped, *, now: datetime
+) -> dict[str, Any]:
+    """The `emails` document of a parsed mail and its binding."""
+    doc = _base_document(event, now)
+    doc.update(
+        {
+            "message_id": mail.message_id,
+            "from_address": mail.from_address,
+            "from_name": mail.from_name,
+            "subject": mail.subject,
+            "preview": mail.preview,
+            "sent_at": mail.date,
+            "in_reply_to": list(mail.in_reply_to),
+            "references": list(mail.references)[-20:],
+            "received_at": event.internal_date or mail.date or now,
+            "auto_reply": mail.auto_reply_reason,
+        }
+    )
+    if isinstance(binding, Bound):
+        doc.update(
+            {
+                "status": "bound",
+                "matched_by": binding.matched_by,
+                "customer_id": binding.customer_id,
+                "order_id": binding.order_id,
+                "manager_id": binding.manager_id,
+                "customer_created": binding.customer_created,
+            }
+        )
+    else:
+        doc.update(
+            {
+                "status": "skipped",
+                "matched_by": None,
+                "skip_reason": binding.reason,
+                "skip_detail": binding.detail,
+            }
+        )
+    return doc
+
+
+def skipped_document(
+    event: MailFetched, reason: str, detail: str, *, now: datetime, raw_ref: str | None = None
+) -> dict[str, Any]:
+    """The `emails` document of a mail that could not be parsed at all."""
+    doc = _base_document(event, now)
+    doc.update(
+        {
+            "status": "skipped",
+            "matched_by": None,
+            "skip_reason": reason,
+            "skip_detail": detail[:500],
+            "raw_ref": raw_ref,
+            "message_id": None,
+            "from_address": None,
+            "from_name": None,
+            "subject": "",
+        }
+    )
+    return doc
+
+
+def outcome_event(event: MailFetched, doc: dict[str, Any], *, now: datetime) -> Event:
+    """The event for the next stage, built from the stored document alone."""
+    summary = MailSummary(
+        from_address=doc.get("from_address"),
+        from_name=doc.get("from_name"),
+        subject=doc.get("subject") or "",
+        preview=doc.get("preview") or "",
+        message_id=doc.get("message_id"),
+    )
+    if doc["status"] == "bound":
+        return MailBound.caused_by(
+            event,
+            now=now,
+            options=event.options,
+            summary=summary,
+            matched_by=doc["matched_by"],
+            customer_id=doc["customer_id"],
+            order_id=doc.get("order_id"),
+            customer_created=bool(doc.get("customer_created")),
+            manager_id=doc.get("manager_id"),
+        )
+    return MailSkipped.caused_by(
+        event,
+        now=now,
+        options=event.options,
+        summary=summary,
+        reason=doc["skip_reason"],
+        detail=doc.get("skip_detail"),
+    )

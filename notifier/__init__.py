@@ -1,0 +1,1 @@
+"""The notifier: turns routed and skipped mail and mailbox failures into notifications."""

@@ -1,0 +1,1 @@
+"""The `mailintake` command: accounts, CRM data, managers, queues, dead letters, the demo."""

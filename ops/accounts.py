@@ -1,0 +1,285 @@
+"""`mailintake accounts …`: connect mailboxes and look after them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ops.context import Context
+from ops.output import UserError, emit, print_json
+from shared.accounts import MAX_ACCOUNTS_PER_TENANT, AccountConfig
+from shared.store import Doc
+
+LIST_COLUMNS = [
+    "_id",
+    "tenant_id",
+    "protocol",
+    "host",
+    "port",
+    "username",
+    "folder",
+    "enabled",
+    "status",
+]
+HIDDEN = {"password_enc"}
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "accounts",
+        help="add, list and manage mail accounts",
+        description="Mail accounts: at most 10 per tenant, IMAP or POP3.",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _add_parser(sub)
+    for name, help_text in (("list", "list the accounts"), ("status", "sync state and progress")):
+        q = sub.add_parser(name, help=help_text)
+        q.add_argument("--tenant", help="only this tenant's accounts")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        q.set_defaults(func=cmd_list if name == "list" else cmd_status)
+    for name, func, help_text in (
+        ("show", cmd_show, "everything stored about an account (never its password)"),
+        ("enable", cmd_enable, "start fetching an account"),
+        ("disable", cmd_disable, "stop fetching an account (within one lease period)"),
+        ("remove", cmd_remove, "delete an account (its mail stays)"),
+    ):
+        q = sub.add_parser(name, help=help_text)
+        q.add_argument("account_id", metavar="ID")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        q.set_defaults(func=func)
+
+
+def _add_parser(sub: Any) -> None:
+    a = sub.add_parser(
+        "add",
+        help="connect a mailbox; prints the new account's id",
+        description="Connect a mailbox. The password is read from stdin or an "
+        "environment variable, never from the command line, and stored encrypted.",
+    )
+    a.add_argument("--tenant", required=True, help="the CRM installation (tenant id)")
+    a.add_argument("--owner", required=True, help="user who sets it up (gets skip/error notices)")
+    a.add_argument("--protocol", required=True, choices=["imap", "pop3"])
+    a.add_argument("--host", required=True)
+    a.add_argument("--port", type=int, default=0, help="default: by protocol and security")
+    a.add_argument(
+        "--security",
+        choices=["ssl", "starttls", "none"],
+        default=None,
+        help="ssl (default), starttls, or none (plaintext: must be said explicitly)",
+    )
+    a.add_argument("--username", required=True)
+    pw = a.add_mutually_exclusive_group(required=True)
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    pw.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
+    a.add_argument("--folder", default="INBOX")
+    a.add_argument("--shop", help="the shop this mailbox belongs to")
+    a.add_argument(
+        "--delete-after-import",
+        action="store_true",
+        help="delete loaded messages from the server (default: mark them read)",
+    )
+    a.add_argument(
+        "--notify-manager",
+        action="store_true",
+        help="notify the customer's or order's manager of each mail",
+    )
+    a.add_argument(
+        "--create-customer",
+        action="store_true",
+        help="create a customer when the sender is unknown",
+    )
+    a.add_argument("--manager-group", help="group whose managers get the created customers")
+    a.add_argument(
+        "--notify-skipped",
+        action="store_true",
+        help="tell the owner about each mail that was not loaded",
+    )
+    a.add_argument(
+        "--ignore-auto-replies",
+        action="store_true",
+        help="never create customers from auto-replies and bounces",
+    )
+    a.add_argument(
+        "--thread-replies",
+        action="store_true",
+        help="bind untagged replies to the order of the mail they answer",
+    )
+    a.add_argument(
+        "--tag-requires-sender",
+        action="store_true",
+        help="bind by [#NUMBER] only when the sender is the order's customer",
+    )
+    a.add_argument(
+        "--initial-sync",
+        choices=["unseen", "all", "new"],
+        default="unseen",
+        help="first load: unread mail (default), all mail, or only new mail",
+    )
+    a.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="poll period when the server has no IDLE (default 60)",
+    )
+    a.add_argument("--ca-file", metavar="PEM", help="trust this CA for the server certificate")
+    a.add_argument("--json", action="store_true", help="print the new account as JSON")
+    a.set_defaults(func=cmd_add)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if not value:
+            raise UserError(f"environment variable {args.password_env} is not set or empty")
+        return value
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UserError("no password on stdin")
+    return value
+
+
+def _config(args: argparse.Namespace) -> AccountConfig:
+    if args.ca_file and not os.path.isfile(args.ca_file):
+        raise UserError(f"--ca-file {args.ca_file}: no such file")
+    try:
+        return AccountConfig(
+            tenant_id=args.tenant,
+            owner_id=args.owner,
+            protocol=args.protocol,
+            host=args.host,
+            port=args.port,
+            security=args.security or "ssl",
+            username=args.username,
+            folder=args.folder,
+            shop_id=args.shop,
+            delete_after_import=args.delete_after_import,
+            notify_manager=args.notify_manager,
+            create_customer=args.create_customer,
+            manager_group_id=args.manager_group,
+            notify_skipped=args.notify_skipped,
+            ignore_auto_replies=args.ignore_auto_replies,
+            thread_replies=args.thread_replies,
+            tag_requires_sender=args.tag_requires_sender,
+            initial_sync=args.initial_sync,
+            poll_interval=args.poll_interval,
+            ca_file=args.ca_file,
+            allow_plaintext=args.security == "none",
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "account"
+        raise UserError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from exc
+
+
+def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
+    config = _config(args)
+    password = _password(args)
+    accounts = ctx.store.accounts
+    count = accounts.count_documents({"tenant_id": config.tenant_id})
+    if count >= MAX_ACCOUNTS_PER_TENANT:
+        raise UserError(
+            f"tenant {config.tenant_id} already has {count} accounts: "
+            f"the limit is {MAX_ACCOUNTS_PER_TENANT}"
+        )
+    doc = {
+        **config.model_dump(),
+        "_id": uuid.uuid4().hex[:16],
+        "password_enc": ctx.secrets.encrypt(password),
+        "enabled": True,
+        "created_at": datetime.now(UTC),
+        "state": {"status": "new"},
+        "sync": {},
+    }
+    accounts.insert_one(doc)
+    if args.json:
+        print_json(_public(doc))
+    else:
+        print(doc["_id"])
+    return 0
+
+
+def _public(doc: Doc) -> Doc:
+    return {k: v for k, v in doc.items() if k not in HIDDEN}
+
+
+def _find(ctx: Context, account_id: str) -> Doc:
+    doc = ctx.store.accounts.find_one({"_id": account_id})
+    if doc is None:
+        raise UserError(f"no account with id {account_id!r} (see `mailintake accounts list`)")
+    return doc
+
+
+def _rows(ctx: Context, tenant: str | None) -> list[Doc]:
+    query = {"tenant_id": tenant} if tenant else {}
+    return [_public(d) for d in ctx.store.accounts.find(query).sort([("tenant_id", 1), ("_id", 1)])]
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    rows = [{**d, "status": (d.get("state") or {}).get("status")} for d in _rows(ctx, args.tenant)]
+    emit(rows, LIST_COLUMNS, as_json=args.json)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    rows = []
+    for d in _rows(ctx, args.tenant):
+        state, progress = d.get("state") or {}, d.get("progress") or {}
+        rows.append(
+            {
+                "_id": d["_id"],
+                "tenant_id": d["tenant_id"],
+                "status": state.get("status"),
+                "since": state.get("since"),
+                "message": state.get("message"),
+                "last_fetch": state.get("last_fetch_at"),
+                "progress": f"{progress.get('done', 0)}/{progress.get('total', 0)}",
+            }
+        )
+    emit(
+        rows,
+        ["_id", "tenant_id", "status", "since", "last_fetch", "progress", "message"],
+        as_json=args.json,
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    doc = _public(_find(ctx, args.account_id))
+    if doc.get("protocol") == "pop3":
+        doc["note"] = "POP3 has no read flag: loaded mail is remembered by its UIDL"
+    if args.json:
+        print_json(doc)
+    else:
+        for key, value in doc.items():
+            print(f"{key:>22}: {value}")
+    return 0
+
+
+def _set_enabled(ctx: Context, account_id: str, enabled: bool) -> None:
+    _find(ctx, account_id)
+    ctx.store.accounts.update_one({"_id": account_id}, {"$set": {"enabled": enabled}})
+    print(f"account {account_id} {'enabled' if enabled else 'disabled'}")
+
+
+def cmd_enable(args: argparse.Namespace, ctx: Context) -> int:
+    _set_enabled(ctx, args.account_id, True)
+    return 0
+
+
+def cmd_disable(args: argparse.Namespace, ctx: Context) -> int:
+    _set_enabled(ctx, args.account_id, False)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, ctx: Context) -> int:
+    doc = _find(ctx, args.account_id)
+    ctx.store.accounts.delete_one({"tenant_id": doc["tenant_id"], "_id": args.account_id})
+    print(f"account {args.account_id} removed")
+    return 0

@@ -1,0 +1,206 @@
+"""`mailintake demo`: a demo tenant, two mailboxes, sample mail, the pipeline, what happened."""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import os
+import ssl
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from ops.context import Context
+from ops.crm import import_data
+from ops.output import UserError, print_table
+from ops.run import STAGES
+
+MANAGERS = [
+    {"_id": "m-maria", "name": "Maria", "status": "free", "online": True},
+    {"_id": "m-ivan", "name": "Ivan", "status": "free", "online": True},
+    {"_id": "m-olga", "name": "Olga", "status": "lunch", "online": True},
+]
+SAMPLES = [  # (mailbox, sender, subject, what the rules should do)
+    ("shop", "Peter Novak <peter@customer.example>", "Re: [#3112] delivery date?", "order tag"),
+    ("shop", "Anna <ANNA@customer.example>", "Invoice question", "known sender"),
+    ("shop", "Lena <lena@new.example>", "Do you ship to Norway?", "new customer"),
+    ("shop", "Tom <tom@new.example>", "Wholesale prices", "new customer"),
+    ("shop", "Eva <eva@new.example>", "Catalogue please", "new customer"),
+    ("outlet", "Stranger <who@unknown.example>", "Hello?", "skipped: unknown sender"),
+]
+
+
+def register(commands: Any) -> None:
+    d = commands.add_parser(
+        "demo",
+        help="run the whole pipeline on sample mail and show what happened",
+        description="Seeds a demo tenant (managers, a manager group, customers, an order), "
+        "connects two mailboxes of the local Dovecot, puts sample mail into them, runs the four "
+        "stages and prints what happened to each mail and who was notified.",
+    )
+    d.add_argument("--imap-host", default=os.environ.get("MAILINTAKE_TEST_IMAP_HOST", "127.0.0.1"))
+    d.add_argument(
+        "--imap-port", type=int, default=int(os.environ.get("MAILINTAKE_TEST_IMAPS_PORT", "10993"))
+    )
+    d.add_argument("--ca-file", default=os.environ.get("MAILINTAKE_TEST_CA"))
+    d.add_argument(
+        "--password-env",
+        default="MAILINTAKE_TEST_MAIL_PASSWORD",
+        metavar="VAR",
+        help="variable holding the demo mailboxes' password",
+    )
+    d.add_argument("--timeout", type=float, default=90.0)
+    d.set_defaults(func=cmd_demo)
+
+
+def _message(sender: str, subject: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, "shop@demo.example", subject
+    msg["Date"], msg["Message-ID"] = formatdate(), make_msgid(domain="demo.example")
+    msg.set_content(f"{subject}\n\nSent to the mailintake demo.")
+    return msg.as_bytes()
+
+
+def _append(args: argparse.Namespace, user: str, password: str, raw: bytes) -> None:
+    context = ssl.create_default_context(cafile=args.ca_file)
+    with imaplib.IMAP4_SSL(args.imap_host, args.imap_port, ssl_context=context) as client:
+        client.login(user, password)
+        client.append("INBOX", "", None, raw)
+
+
+def _crm(tenant: str) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant,
+        "managers": MANAGERS,
+        "manager_groups": [
+            {"_id": "g-new", "name": "New customers", "manager_ids": [m["_id"] for m in MANAGERS]}
+        ],
+        "customers": [
+            {"_id": "c-anna", "emails": ["anna@customer.example"], "manager_id": "m-olga"},
+            {"_id": "c-peter", "emails": ["peter@customer.example"], "manager_id": None},
+        ],
+        "orders": [
+            {"_id": "o-3112", "number": "3112", "customer_id": "c-peter", "manager_id": "m-ivan"}
+        ],
+    }
+
+
+def _add_accounts(
+    ctx: Context, args: argparse.Namespace, tenant: str, password: str, stamp: str
+) -> dict[str, str]:
+    from shared.accounts import AccountConfig
+
+    users = {"shop": f"demo-shop-{stamp}", "outlet": f"demo-outlet-{stamp}"}
+    for name, user in users.items():
+        config = AccountConfig(
+            tenant_id=tenant,
+            owner_id="u-admin",
+            protocol="imap",
+            host=args.imap_host,
+            port=args.imap_port,
+            security="ssl",
+            username=user,
+            ca_file=args.ca_file,
+            shop_id=name,
+            notify_manager=True,
+            notify_skipped=True,
+            poll_interval=1,
+            create_customer=name == "shop",
+            manager_group_id="g-new" if name == "shop" else None,
+        )
+        ctx.store.accounts.insert_one(
+            {
+                **config.model_dump(),
+                "_id": f"{tenant}-{name}",
+                "password_enc": ctx.secrets.encrypt(password),
+                "enabled": True,
+                "created_at": datetime.now(UTC),
+                "state": {"status": "new"},
+                "sync": {},
+            }
+        )
+    return users
+
+
+def _wait(ctx: Context, tenant: str, expected: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    done = 0
+    while time.monotonic() < deadline:
+        done = ctx.store.emails.count_documents({"tenant_id": tenant})
+        notes = ctx.store.notifications.count_documents({"tenant_id": tenant})
+        print(f"\r  mails processed: {done}/{expected}  notifications: {notes}", end="", flush=True)
+        if done >= expected and notes >= expected + 2:
+            break
+        time.sleep(0.5)
+    time.sleep(1.0)  # let the last notifications land
+    print()
+    return done
+
+
+def _report(ctx: Context, tenant: str) -> None:
+    managers = {m["_id"]: m["name"] for m in MANAGERS} | {"u-admin": "admin (owner)"}
+    rows = []
+    for e in ctx.store.emails.find({"tenant_id": tenant}).sort("received_at", 1):
+        rows.append(
+            {
+                "from": e.get("from_address"),
+                "subject": e.get("subject"),
+                "outcome": e.get("matched_by") or f"skipped: {e.get('skip_reason')}",
+                "order": e.get("order_id"),
+                "customer": e.get("customer_id"),
+                "manager": managers.get(e.get("manager_id") or "", None),
+            }
+        )
+    print("\nWhat happened to each mail:")
+    print_table(rows, ["from", "subject", "outcome", "order", "customer", "manager"])
+    notes = [
+        {"to": managers.get(n["user_id"], n["user_id"]), "kind": n["kind"], "text": n["text"]}
+        for n in ctx.store.notifications.find({"tenant_id": tenant}).sort(
+            [("user_id", 1), ("created_at", 1)]
+        )
+    ]
+    print("\nNotifications:")
+    print_table(notes, ["to", "kind", "text"])
+
+
+def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
+    password = os.environ.get(args.password_env)
+    if not password:
+        raise UserError(
+            f"{args.password_env} is not set: run `make demo`, or set it to the "
+            "password of the local Dovecot's users"
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    tenant = f"demo-{stamp}"
+    print(
+        f"Demo tenant {tenant}: 3 managers (Maria free, Ivan free, Olga at lunch), "
+        "a group for new customers, 2 customers, order #3112"
+    )
+    import_data(ctx, _crm(tenant))
+    users = _add_accounts(ctx, args, tenant, password, stamp)
+    for box, sender, subject, what in SAMPLES:
+        _append(args, users[box], password, _message(sender, subject))
+        print(f"  mail to {box:<6} from {sender:<38} {subject!r:<32} expect: {what}")
+    print("Running fetcher, binder, assigner and notifier...")
+    children = [
+        subprocess.Popen([sys.executable, "-m", s], stderr=subprocess.DEVNULL) for s in STAGES
+    ]
+    try:
+        done = _wait(ctx, tenant, len(SAMPLES), args.timeout)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=60)
+    _report(ctx, tenant)
+    if done < len(SAMPLES):
+        print(
+            f"mailintake: error: only {done} of {len(SAMPLES)} mails were processed",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,54 @@
+"""`mailintake run STAGE|all`: run a stage in this process, or all four as child processes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from ops.context import Context
+
+STAGES = ("fetcher", "binder", "assigner", "notifier")
+
+
+def register(commands: Any) -> None:
+    r = commands.add_parser(
+        "run",
+        help="run a pipeline stage (or all four)",
+        description="Run one stage in the foreground, or `all` as four child "
+        "processes. SIGTERM finishes the message in hand, then exits.",
+    )
+    r.add_argument("stage", choices=[*STAGES, "all"])
+    r.set_defaults(func=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace, _ctx: Context) -> int:
+    if args.stage != "all":
+        module = importlib.import_module(f"{args.stage}.__main__")
+        return int(module.main())
+    return run_all()
+
+
+def run_all() -> int:
+    """Start the four stages; stop them all when one dies or on SIGTERM/SIGINT."""
+    children = [subprocess.Popen([sys.executable, "-m", s]) for s in STAGES]
+    stopping = False
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stopping and all(c.poll() is None for c in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    codes = [c.wait(timeout=60) for c in children]
+    return 0 if stopping else max(codes, default=1) or 1

@@ -1,0 +1,1 @@
+"""Code shared by every mailintake stage: contracts, messaging, store, settings, logging."""

@@ -1,0 +1,104 @@
+"""Mail accounts: the stored configuration of one tenant's mailbox."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.contracts import AccountOptions
+
+MAX_ACCOUNTS_PER_TENANT = 10
+DEFAULT_PORTS = {
+    ("imap", "ssl"): 993,
+    ("imap", "starttls"): 143,
+    ("imap", "none"): 143,
+    ("pop3", "ssl"): 995,
+    ("pop3", "starttls"): 110,
+    ("pop3", "none"): 110,
+}
+
+Protocol = Literal["imap", "pop3"]
+Security = Literal["ssl", "starttls", "none"]
+InitialSync = Literal["unseen", "all", "new"]
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (where plaintext is acceptable)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AccountConfig(BaseModel):
+    """What `accounts add` stores; validated so that a bad value is refused before writing."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tenant_id: str = Field(min_length=1, max_length=200)
+    owner_id: str = Field(min_length=1, max_length=200)
+    protocol: Protocol
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=0, ge=0, le=65535)
+    security: Security = "ssl"
+    username: str = Field(min_length=1, max_length=320)
+    folder: str = "INBOX"
+    shop_id: str | None = None
+    delete_after_import: bool = False
+    notify_manager: bool = False
+    create_customer: bool = False
+    manager_group_id: str | None = None
+    notify_skipped: bool = False
+    ignore_auto_replies: bool = False
+    thread_replies: bool = False
+    tag_requires_sender: bool = False
+    initial_sync: InitialSync = "unseen"
+    poll_interval: float = Field(default=60.0, ge=1, le=86_400)
+    ca_file: str | None = None
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    allow_plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> AccountConfig:
+        if self.port == 0:
+            object.__setattr__(self, "port", DEFAULT_PORTS[(self.protocol, self.security)])
+        if self.port < 1:
+            raise ValueError(f"port {self.port} is out of range 1-65535")
+        if self.security == "none" and not (self.allow_plaintext or is_loopback(self.host)):
+            raise ValueError(
+                f"security 'none' sends the password in clear to {self.host}; "
+                "say --security none explicitly to allow it"
+            )
+        return self
+
+    def options(self) -> AccountOptions:
+        """The per-mail options that travel with each fetched mail."""
+        return AccountOptions(
+            owner_id=self.owner_id,
+            shop_id=self.shop_id,
+            create_customer=self.create_customer,
+            manager_group_id=self.manager_group_id,
+            notify_manager=self.notify_manager,
+            notify_skipped=self.notify_skipped,
+            ignore_auto_replies=self.ignore_auto_replies,
+            thread_replies=self.thread_replies,
+            tag_requires_sender=self.tag_requires_sender,
+        )
+
+
+class Account(AccountConfig):
+    """A stored account: its config plus id, encrypted secret and state."""
+
+    id: str = Field(alias="_id")
+    password_enc: str
+    enabled: bool = True
+    created_at: datetime | None = None
+    state: dict[str, Any] = Field(default_factory=dict)
+    sync: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)

@@ -1,0 +1,250 @@
+"""RabbitMQ through pika — the only module that imports pika.
+
+Publisher confirms with `mandatory` everywhere; manual acks with a bounded prefetch; a failed
+message goes to its queue's `.retry` (delayed by a per-message TTL) or `.dlq` with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import pika.exceptions as pex
+from pika.adapters.blocking_connection import BlockingChannel
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shared.errors import BrokerUnavailableError, PublishNotConfirmedError
+from shared.logging import get_logger, redact_text
+from shared.topology import STAGE_BINDINGS, Topology
+from shared.wire import (
+    H_ERROR,
+    H_ERROR_CLASS,
+    H_FAILED_AT,
+    H_QUEUE,
+    H_ROUTING_KEY,
+    Incoming,
+    Outgoing,
+)
+
+log = get_logger("mailintake.messaging")
+
+_CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.AMQPChannelError, pex.StreamLostError)
+Handler = Callable[[Incoming], Sequence[Outgoing]]
+Settle = Callable[[Incoming, BaseException], Sequence[Outgoing]]
+
+
+class Broker:
+    """A confirmed-publish, manual-ack connection to RabbitMQ for one process."""
+
+    def __init__(
+        self,
+        url: str,
+        topology: Topology,
+        *,
+        prefetch: int = 100,
+        connect_timeout: float = 30.0,
+        heartbeat: int = 60,
+    ) -> None:
+        self.topology = topology
+        self._params = pika.URLParameters(url)
+        self._params.heartbeat = heartbeat
+        self._params.blocked_connection_timeout = 60
+        self._params.connection_attempts = 1
+        self._address = redact_text(url)
+        self._prefetch = prefetch
+        self._connect_timeout = connect_timeout
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    # -- connection ---------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the connection and a confirming channel, retrying until connect_timeout."""
+        for attempt in Retrying(
+            retry=retry_if_exception_type(BrokerUnavailableError),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(self._connect_timeout),
+            reraise=True,
+            before_sleep=lambda s: log.warning(
+                "broker_connect_retry", address=self._address, attempt=s.attempt_number
+            ),
+        ):
+            with attempt:
+                self._open()
+
+    def _open(self) -> None:
+        self.close()
+        try:
+            self._connection = pika.BlockingConnection(self._params)
+            self._channel = self._connection.channel()
+            self._channel.confirm_delivery()
+            self._channel.basic_qos(prefetch_count=self._prefetch)
+        except _CONNECTION_ERRORS as exc:
+            raise BrokerUnavailableError(
+                f"RabbitMQ at {self._address} is not reachable: {type(exc).__name__} {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Close the connection if open; never raises."""
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception as exc:  # closing a broken connection may fail in many ways
+                log.debug("broker_close_failed", error=str(exc))
+
+    @property
+    def channel(self) -> BlockingChannel:
+        if self._channel is None or not self._channel.is_open:
+            self.connect()
+        assert self._channel is not None
+        return self._channel
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (pex.UnroutableError, pex.NackError) as exc:
+            raise PublishNotConfirmedError(f"{what}: RabbitMQ did not confirm: {exc}") from exc
+        except _CONNECTION_ERRORS as exc:
+            self.close()
+            raise BrokerUnavailableError(
+                f"{what}: lost RabbitMQ at {self._address}: {type(exc).__name__} {exc}"
+            ) from exc
+
+    # -- topology -----------------------------------------------------------------------
+    def declare(self, stages: Sequence[str] = tuple(STAGE_BINDINGS)) -> None:
+        """Declare the exchange and, per stage, its work, retry and dead-letter queues."""
+        t = self.topology
+        with self._translated("declare"):
+            ch = self.channel
+            ch.exchange_declare(t.exchange, exchange_type="topic", durable=True)
+            for stage in stages:
+                queue = t.work_queue(stage)
+                ch.queue_declare(
+                    t.dead_letter_queue(queue), durable=True, arguments={"x-queue-type": "quorum"}
+                )
+                ch.queue_declare(
+                    t.retry_queue(queue),
+                    durable=True,
+                    arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue},
+                )
+                ch.queue_declare(
+                    queue,
+                    durable=True,
+                    arguments={
+                        "x-queue-type": "quorum",
+                        "x-delivery-limit": t.delivery_limit,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": t.dead_letter_queue(queue),
+                    },
+                )
+                for key in STAGE_BINDINGS[stage]:
+                    ch.queue_bind(queue, t.exchange, routing_key=key)
+
+    def queue_counts(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of an existing queue."""
+        with self._translated(f"inspect {queue}"):
+            ok = self.channel.queue_declare(queue, passive=True).method
+            return int(ok.message_count), int(ok.consumer_count)
+
+    # -- publishing ---------------------------------------------------------------------
+    def publish(self, messages: Sequence[Outgoing]) -> None:
+        """Publish each message and wait for RabbitMQ's confirm; raise if one is refused."""
+        with self._translated("publish"):
+            ch = self.channel
+            for m in messages:
+                exchange = self.topology.exchange if m.exchange is None else m.exchange
+                ch.basic_publish(exchange, m.routing_key, m.body, _properties(m), mandatory=True)
+
+    # -- consuming ----------------------------------------------------------------------
+    def consume(self, queue: str, handle: Handler, settle: Settle, stop: threading.Event) -> None:
+        """Deliver `queue` to `handle` until `stop` is set; ack only after outputs confirmed.
+
+        `handle` returns the messages to publish; if it raises, `settle` returns where the
+        message goes instead (its retry or dead-letter queue). The message in hand is always
+        finished before `stop` is honoured.
+        """
+        with self._translated(f"consume {queue}"):
+            ch = self.channel
+            for method, props, body in ch.consume(queue, inactivity_timeout=0.5):
+                if method is not None:
+                    message = _incoming(queue, method, props, body)
+                    try:
+                        outputs = handle(message)
+                    except Exception as exc:
+                        outputs = settle(message, exc)
+                    self.publish(outputs)
+                    ch.basic_ack(int(method.delivery_tag or 0))
+                if stop.is_set():
+                    break
+            ch.cancel()
+
+    def get(self, queue: str) -> tuple[Incoming, int] | None:
+        """Take one message without acking it: (message, delivery tag), or None if empty."""
+        with self._translated(f"get {queue}"):
+            method, props, body = self.channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                return None
+            return _incoming(queue, method, props, body), int(method.delivery_tag or 0)
+
+    def ack(self, delivery_tag: int) -> None:
+        with self._translated("ack"):
+            self.channel.basic_ack(delivery_tag)
+
+    def requeue_all(self) -> None:
+        """Give back every message taken with `get` and not acked (keeps their order)."""
+        with self._translated("requeue"):
+            self.channel.basic_nack(0, multiple=True, requeue=True)
+
+    def purge(self, queue: str) -> int:
+        with self._translated(f"purge {queue}"):
+            return int(self.channel.queue_purge(queue).method.message_count or 0)
+
+
+def _properties(m: Outgoing) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=m.content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+        message_id=m.message_id,
+        correlation_id=m.correlation_id,
+        type=m.type,
+        headers=m.headers or None,
+        expiration=str(m.expiration_ms) if m.expiration_ms is not None else None,
+    )
+
+
+def _incoming(
+    queue: str, method: Any, props: pika.BasicProperties | None, body: bytes | None
+) -> Incoming:
+    props = props or pika.BasicProperties()
+    return Incoming(
+        queue=queue,
+        routing_key=method.routing_key,
+        exchange=method.exchange,
+        body=body or b"",
+        content_type=props.content_type,
+        message_id=props.message_id,
+        correlation_id=props.correlation_id,
+        type=props.type,
+        headers=dict(props.headers or {}),
+        redelivered=bool(method.redelivered),
+    )
+
+
+def failure_headers(message: Incoming, exc: BaseException) -> dict[str, Any]:
+    """The headers that say where a message failed and why (kept across retries)."""
+    headers = {k: v for k, v in message.headers.items() if not k.startswith("x-")}
+    headers.update(
+        {
+            H_ERROR: redact_text(str(exc))[:1000] or type(exc).__name__,
+            H_ERROR_CLASS: type(exc).__name__,
+            H_QUEUE: message.queue,
+            H_ROUTING_KEY: headers.get(H_ROUTING_KEY, message.routing_key),
+            H_FAILED_AT: datetime.now(UTC).isoformat(),
+        }
+    )
+    return headers

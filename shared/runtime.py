@@ -1,0 +1,72 @@
+"""Process start-up shared by the stages: settings → logging → store → broker → worker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shared.errors import StoreUnavailableError
+from shared.logging import configure_logging, get_logger
+from shared.messaging import Broker
+from shared.settings import Settings
+from shared.store import Store
+from shared.topology import Topology
+from shared.worker import EventHandler, RetryPolicy, StageWorker, install_stop_signals
+
+log = get_logger("mailintake.runtime")
+
+
+def open_store(settings: Settings, *, wait_seconds: float = 60.0) -> Store:
+    """Connect to the store and ensure the indexes, waiting for it to come up."""
+    store = Store(settings.mongo_url.get_secret_value(), settings.mongo_database)
+    for attempt in Retrying(
+        retry=retry_if_exception_type(StoreUnavailableError),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        stop=stop_after_delay(wait_seconds),
+        reraise=True,
+        before_sleep=lambda s: log.warning(
+            "store_connect_retry", address=store.address, attempt=s.attempt_number
+        ),
+    ):
+        with attempt:
+            store.ping()
+    store.ensure_indexes()
+    return store
+
+
+def open_broker(settings: Settings) -> Broker:
+    topology = Topology(settings.namespace, settings.delivery_limit)
+    return Broker(settings.amqp_url.get_secret_value(), topology, prefetch=settings.prefetch)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        settings.max_retries, settings.retry_base_seconds, settings.retry_max_seconds
+    )
+
+
+def run_stage(
+    stage: str,
+    build_handler: Callable[[Settings, Store], EventHandler],
+    settings: Settings | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run one consuming stage (binder, assigner, notifier) until SIGTERM; the exit code."""
+    settings = settings or Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    store = open_store(settings)
+    worker = StageWorker(
+        stage, open_broker(settings), build_handler(settings, store), policy=retry_policy(settings)
+    )
+    if stop is None:
+        install_stop_signals(worker.stop)
+    else:
+        worker.stop = stop
+    log.info("stage_starting", stage=stage, namespace=settings.namespace)
+    try:
+        worker.run()
+    finally:
+        store.close()
+    return 0

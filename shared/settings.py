@@ -1,0 +1,38 @@
+"""Process settings, read once from the environment (prefix MAILINTAKE_)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a mailintake process needs to know about its surroundings."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILINTAKE_", extra="ignore", frozen=True)
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017/mailintake")
+    secret_key: SecretStr | None = None
+    log_format: Literal["json", "console"] = "console"
+    log_level: str = "INFO"
+    namespace: str = Field(default="mailintake", pattern=r"^[a-z][a-z0-9_.-]{0,40}$")
+    prefetch: int = Field(default=100, ge=1, le=10_000)
+    delivery_limit: int = Field(default=5, ge=1, le=100)
+    max_retries: int = Field(default=8, ge=0, le=50)
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    inline_body_limit: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    rabbitmq_management_url: SecretStr | None = None
+
+    @property
+    def mongo_database(self) -> str:
+        """The database named in the URL's path, else `mailintake`."""
+        from pymongo.uri_parser import parse_uri
+
+        return parse_uri(self.mongo_url.get_secret_value()).get("database") or "mailintake"

@@ -1,0 +1,127 @@
+"""The MongoDB-compatible store: one client per process, collections and indexes ensured."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import gridfs
+import pymongo
+from pymongo import ASCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+
+from shared.errors import StoreUnavailableError
+from shared.logging import get_logger, redact_text
+
+log = get_logger("mailintake.store")
+
+Doc = dict[str, Any]
+
+# (collection, keys): every query filters on tenant_id first (tenant isolation).
+INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
+    ("accounts", [("tenant_id", ASCENDING)]),
+    ("customers", [("tenant_id", ASCENDING), ("emails", ASCENDING)]),
+    ("orders", [("tenant_id", ASCENDING), ("number", ASCENDING)]),
+    ("managers", [("tenant_id", ASCENDING)]),
+    ("emails", [("tenant_id", ASCENDING), ("account_id", ASCENDING)]),
+    ("emails", [("tenant_id", ASCENDING), ("message_id", ASCENDING)]),
+    ("notifications", [("tenant_id", ASCENDING), ("user_id", ASCENDING)]),
+]
+
+
+@contextmanager
+def store_errors(what: str) -> Iterator[None]:
+    """Turn a lost store connection into StoreUnavailableError (a transient error)."""
+    try:
+        yield
+    except ConnectionFailure as exc:
+        raise StoreUnavailableError(f"{what}: the store is not reachable: {exc}") from exc
+
+
+class Store:
+    """The mailintake database and its collections."""
+
+    def __init__(self, url: str, database: str | None = None, *, timeout_ms: int = 5000) -> None:
+        self.address = redact_text(url)
+        self.client: MongoClient[Doc] = MongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 6, 30_000),
+            tz_aware=True,
+            appname="mailintake",
+        )
+        self.db: Database[Doc] = (
+            self.client[database] if database else self.client.get_default_database("mailintake")
+        )
+
+    def __getitem__(self, name: str) -> Collection[Doc]:
+        return self.db[name]
+
+    @property
+    def accounts(self) -> Collection[Doc]:
+        return self.db["accounts"]
+
+    @property
+    def customers(self) -> Collection[Doc]:
+        return self.db["customers"]
+
+    @property
+    def orders(self) -> Collection[Doc]:
+        return self.db["orders"]
+
+    @property
+    def managers(self) -> Collection[Doc]:
+        return self.db["managers"]
+
+    @property
+    def manager_groups(self) -> Collection[Doc]:
+        return self.db["manager_groups"]
+
+    @property
+    def emails(self) -> Collection[Doc]:
+        return self.db["emails"]
+
+    @property
+    def notifications(self) -> Collection[Doc]:
+        return self.db["notifications"]
+
+    @property
+    def rotations(self) -> Collection[Doc]:
+        return self.db["rotations"]
+
+    def gridfs(self) -> gridfs.GridFS:
+        return gridfs.GridFS(self.db, collection="rawmail")
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError unless the store answers."""
+        try:
+            self.client.admin.command("ping")
+        except PyMongoError as exc:
+            raise StoreUnavailableError(
+                f"the store at {self.address} is not reachable: {exc}"
+            ) from exc
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes mailintake queries by; safe to run at every start."""
+        with store_errors("ensure indexes"):
+            for name, keys in INDEXES:
+                try:
+                    self.db[name].create_index(keys)
+                except OperationFailure as exc:
+                    log.warning("index_not_created", collection=name, error=str(exc))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def insert_or_ignore(collection: Collection[Doc], doc: Doc) -> bool:
+    """Insert `doc`; False when a document with its _id already exists (idempotent insert)."""
+    try:
+        collection.insert_one(doc)
+    except pymongo.errors.DuplicateKeyError:
+        return False
+    return True

@@ -1,0 +1,145 @@
+"""The consumer side of a stage: decode, call the handler, publish, settle failures, reconnect."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import structlog
+
+from shared.contracts import Event
+from shared.errors import BrokerUnavailableError, PermanentError, StoreUnavailableError
+from shared.logging import get_logger
+from shared.messaging import Broker, failure_headers
+from shared.topology import Topology
+from shared.wire import H_ATTEMPT, H_ERROR, Incoming, Outgoing, decode_event, encode_event
+
+log = get_logger("mailintake.worker")
+
+EventHandler = Callable[[Event, bytes | None], Sequence[Event]]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Growing delays for transient failures, then the dead-letter queue."""
+
+    max_retries: int = 8
+    base_seconds: float = 1.0
+    max_seconds: float = 300.0
+
+    def delay_ms(self, attempt: int) -> int:
+        return int(min(self.base_seconds * 2**attempt, self.max_seconds) * 1000)
+
+
+def settle_failure(message: Incoming, exc: BaseException, policy: RetryPolicy) -> list[Outgoing]:
+    """Where a failed message goes: its `.retry` queue with a delay, or its `.dlq`.
+
+    Permanent errors go to the DLQ at once; anything else is retried with a growing delay
+    (an unknown error may be a passing one) until `policy.max_retries` is used up.
+    """
+    headers = failure_headers(message, exc)
+    target = Topology.dead_letter_queue(message.queue)
+    expiration: int | None = None
+    if not isinstance(exc, PermanentError):
+        if message.attempt < policy.max_retries:
+            target = Topology.retry_queue(message.queue)
+            expiration = policy.delay_ms(message.attempt)
+            headers[H_ATTEMPT] = message.attempt + 1
+        else:
+            headers[H_ERROR] = f"retries exhausted ({message.attempt}): {headers[H_ERROR]}"
+    return [
+        Outgoing(
+            routing_key=target,
+            exchange="",
+            body=message.body,
+            content_type=message.content_type or "application/octet-stream",
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            type=message.type,
+            headers=headers,
+            expiration_ms=expiration,
+        )
+    ]
+
+
+class StageWorker:
+    """Runs one stage's handler on its work queue until stopped."""
+
+    def __init__(
+        self,
+        stage: str,
+        broker: Broker,
+        handler: EventHandler,
+        *,
+        policy: RetryPolicy | None = None,
+        on_outcome: Callable[[str, Event | None, float], None] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.broker = broker
+        self.queue = broker.topology.work_queue(stage)
+        self._handler = handler
+        self._policy = policy or RetryPolicy()
+        self._on_outcome = on_outcome
+        self.stop = threading.Event()
+        self.consuming = threading.Event()
+
+    def handle(self, message: Incoming) -> list[Outgoing]:
+        """Decode, run the handler with the ids bound to the log context, encode the outputs."""
+        event, payload = decode_event(message)
+        with structlog.contextvars.bound_contextvars(
+            tenant_id=event.tenant_id,
+            account_id=event.account_id,
+            email_id=event.email_id,
+            event_id=event.event_id,
+            queue=self.queue,
+        ):
+            outputs = self._handler(event, payload)
+            log.debug("event_handled", event_type=event.event_type, outputs=len(outputs))
+        return [encode_event(e) for e in outputs]
+
+    def settle(self, message: Incoming, exc: BaseException) -> list[Outgoing]:
+        outputs = settle_failure(message, exc, self._policy)
+        log.warning(
+            "event_failed",
+            queue=self.queue,
+            message_id=message.message_id,
+            error_class=type(exc).__name__,
+            error=str(exc),
+            to=outputs[0].routing_key,
+            exc_info=not isinstance(exc, PermanentError | StoreUnavailableError),
+        )
+        return outputs
+
+    def run(self) -> None:
+        """Consume until `stop` is set, reconnecting (with backoff) whenever RabbitMQ drops."""
+        delay = 0.5
+        while not self.stop.is_set():
+            try:
+                self.broker.connect()
+                self.broker.declare([self.stage])
+                self.consuming.set()
+                log.info("consuming", queue=self.queue)
+                self.broker.consume(self.queue, self.handle, self.settle, self.stop)
+                delay = 0.5
+            except BrokerUnavailableError as exc:
+                self.consuming.clear()
+                log.warning("broker_unavailable", error=str(exc), retry_in=delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        self.consuming.clear()
+        self.broker.close()
+        log.info("stopped", queue=self.queue)
+
+
+def install_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`: the message in hand is finished, then the process exits."""
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)

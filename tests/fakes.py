@@ -1,0 +1,142 @@
+"""In-memory fakes of mailintake's own ports, for unit tests of the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from assigner.adapters import pick_manager
+from assigner.ports import Assignment
+from binder.adapters import customer_id_for
+from binder.ports import CustomerRef, OrderRef
+
+
+@dataclass
+class FakeCrmDirectory:
+    orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_order(
+        self, tenant: str, oid: str, number: str, customer_id: str, manager_id: str | None = None
+    ) -> None:
+        self.orders[(tenant, number)] = {
+            "_id": oid,
+            "tenant_id": tenant,
+            "number": number,
+            "customer_id": customer_id,
+            "manager_id": manager_id,
+        }
+
+    def add_customer(
+        self, tenant: str, cid: str, *emails: str, manager_id: str | None = None
+    ) -> None:
+        self.customers[cid] = {
+            "_id": cid,
+            "tenant_id": tenant,
+            "emails": list(emails),
+            "manager_id": manager_id,
+        }
+
+    def find_order(self, tenant_id: str, number: str) -> OrderRef | None:
+        o = self.orders.get((tenant_id, number))
+        return OrderRef(o["_id"], o["customer_id"], o["manager_id"]) if o else None
+
+    def find_order_by_id(self, tenant_id: str, order_id: str) -> OrderRef | None:
+        for o in self.orders.values():
+            if o["tenant_id"] == tenant_id and o["_id"] == order_id:
+                return OrderRef(o["_id"], o["customer_id"], o["manager_id"])
+        return None
+
+    def find_customer(self, tenant_id: str, address: str) -> CustomerRef | None:
+        for c in sorted(self.customers.values(), key=lambda c: c["_id"]):
+            if c["tenant_id"] == tenant_id and address in c["emails"]:
+                return CustomerRef(c["_id"], c["manager_id"], c.get("source_email_id"))
+        return None
+
+    def create_customer(
+        self, tenant_id: str, address: str, *, shop_id: str | None, email_id: str, now: datetime
+    ) -> CustomerRef:
+        cid = customer_id_for(tenant_id, address)
+        self.customers.setdefault(
+            cid,
+            {
+                "_id": cid,
+                "tenant_id": tenant_id,
+                "emails": [address],
+                "manager_id": None,
+                "shop_id": shop_id,
+                "source": "mail",
+                "source_email_id": email_id,
+            },
+        )
+        c = self.customers[cid]
+        return CustomerRef(cid, c["manager_id"], c["source_email_id"])
+
+
+@dataclass
+class FakeEmailArchive:
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None:
+        d = self.docs.get(email_id)
+        return d if d and d["tenant_id"] == tenant_id else None
+
+    def record(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.docs.setdefault(doc["_id"], doc)
+
+    def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
+        for d in self.docs.values():
+            if (
+                d["tenant_id"] == tenant_id
+                and d.get("message_id") in message_ids
+                and d.get("order_id")
+            ):
+                return str(d["order_id"])
+        return None
+
+
+@dataclass
+class FakeBlobStore:
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    def put(self, key: str, data: bytes, *, tenant_id: str, content_type: str) -> str:
+        self.blobs.setdefault(key, data)
+        return key
+
+    def get(self, ref: str) -> bytes:
+        return self.blobs[ref]
+
+
+@dataclass
+class FakeManagerRotation:
+    """Least-recently-assigned rotation over an in-memory group, exactly once per customer."""
+
+    managers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    assigned: dict[str, str] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+
+    def assign(
+        self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
+    ) -> Assignment:
+        if customer_id in self.assigned:
+            return Assignment(self.assigned[customer_id])
+        if group_id not in self.managers:
+            return Assignment(None, f"manager group {group_id} does not exist", False)
+        manager = pick_manager(self.managers[group_id], self.last)
+        if manager is None:
+            return Assignment(None, f"manager group {group_id} has no managers", False)
+        self.last[manager] = len(self.assigned) + 1
+        self.assigned[customer_id] = manager
+        return Assignment(manager)
+
+
+@dataclass
+class FakeNotificationInbox:
+    docs: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, doc: dict[str, Any]) -> bool:
+        if any(d["_id"] == doc["_id"] for d in self.docs):
+            return False
+        self.docs.append(doc)
+        return True

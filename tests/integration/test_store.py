@@ -1,0 +1,61 @@
+"""The real MongoDB-compatible store: indexes, _id uniqueness, GridFS, compare-and-set."""
+
+from __future__ import annotations
+
+import pytest
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from shared.blobs import GridFsBlobStore
+from shared.store import INDEXES, Store, insert_or_ignore
+
+pytestmark = pytest.mark.integration
+
+
+def test_indexes_are_created_and_ensuring_twice_is_harmless(store: Store) -> None:
+    store.ensure_indexes()
+    for collection, keys in INDEXES:
+        indexed = [list(ix["key"].items()) for ix in store[collection].list_indexes()]
+        assert [(k, v) for k, v in keys] in [[(k, int(v)) for k, v in ix] for ix in indexed]
+
+
+def test_duplicate_id_is_refused(store: Store) -> None:
+    store.emails.insert_one({"_id": "e1", "tenant_id": "t"})
+    with pytest.raises(DuplicateKeyError):
+        store.emails.insert_one({"_id": "e1", "tenant_id": "t"})
+    assert insert_or_ignore(store.emails, {"_id": "e1", "tenant_id": "t", "x": 2}) is False
+    assert insert_or_ignore(store.emails, {"_id": "e2", "tenant_id": "t"}) is True
+    assert store.emails.count_documents({"tenant_id": "t"}) == 2
+    assert store.emails.find_one({"_id": "e1"}) == {"_id": "e1", "tenant_id": "t"}
+
+
+def test_conditional_update_is_a_compare_and_set(store: Store) -> None:
+    store.rotations.insert_one({"_id": "r", "tenant_id": "t", "version": 0})
+    won = store.rotations.find_one_and_update(
+        {"_id": "r", "version": 0}, {"$set": {"version": 1}}, return_document=ReturnDocument.AFTER
+    )
+    lost = store.rotations.update_one({"_id": "r", "version": 0}, {"$set": {"version": 9}})
+    assert won is not None and won["version"] == 1
+    assert lost.modified_count == 0
+    assert store.rotations.find_one({"_id": "r"})["version"] == 1  # type: ignore[index]
+
+
+def test_multikey_lookup_by_address(store: Store) -> None:
+    store.customers.insert_many(
+        [
+            {"_id": "c1", "tenant_id": "t", "emails": ["a@x.org", "b@x.org"]},
+            {"_id": "c2", "tenant_id": "u", "emails": ["b@x.org"]},
+        ]
+    )
+    found = store.customers.find_one({"tenant_id": "t", "emails": "b@x.org"})
+    assert found is not None and found["_id"] == "c1"
+
+
+def test_blobs_are_stored_once_and_read_back(store: Store) -> None:
+    blobs = GridFsBlobStore(store)
+    data = bytes(range(256)) * 2000  # several GridFS chunks
+    assert blobs.put("raw/e1", data, tenant_id="t", content_type="message/rfc822") == "raw/e1"
+    assert blobs.put("raw/e1", b"other", tenant_id="t", content_type="message/rfc822") == "raw/e1"
+    assert blobs.get("raw/e1") == data
+    with pytest.raises(KeyError):
+        blobs.get("raw/missing")

@@ -1,0 +1,74 @@
+"""Where failed messages go: retry with a growing delay, or the dead-letter queue."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import PermanentError, TransientError
+from shared.topology import Topology
+from shared.wire import H_ATTEMPT, H_ERROR, H_ERROR_CLASS, H_QUEUE, Incoming
+from shared.worker import RetryPolicy, settle_failure
+
+POLICY = RetryPolicy(max_retries=3, base_seconds=1.0, max_seconds=5.0)
+
+
+def message(attempt: int = 0) -> Incoming:
+    headers: dict[str, object] = {"x-death": [{"count": 1}], "mailintake-tenant": "t1"}
+    if attempt:
+        headers[H_ATTEMPT] = attempt
+    return Incoming(
+        queue="mi.binder.in",
+        routing_key="mail.fetched.a",
+        exchange="mi.events",
+        body=b"raw",
+        content_type="message/rfc822",
+        message_id="m1",
+        correlation_id="e1",
+        type="mail.fetched",
+        headers=headers,
+    )
+
+
+def test_permanent_error_goes_to_the_dlq_at_once_with_its_reason() -> None:
+    [out] = settle_failure(message(), PermanentError("bad mail"), POLICY)
+    assert out.exchange == "" and out.routing_key == "mi.binder.in.dlq"
+    assert out.headers[H_ERROR] == "bad mail"
+    assert out.headers[H_ERROR_CLASS] == "PermanentError"
+    assert out.headers[H_QUEUE] == "mi.binder.in"
+    assert out.expiration_ms is None
+    assert "x-death" not in out.headers
+    assert out.body == b"raw" and out.type == "mail.fetched" and out.message_id == "m1"
+
+
+@pytest.mark.parametrize(("attempt", "delay_ms"), [(0, 1000), (1, 2000), (2, 4000)])
+def test_transient_error_is_retried_later_with_growing_delay(attempt: int, delay_ms: int) -> None:
+    [out] = settle_failure(message(attempt), TransientError("store down"), POLICY)
+    assert out.routing_key == "mi.binder.in.retry"
+    assert out.expiration_ms == delay_ms
+    assert out.headers[H_ATTEMPT] == attempt + 1
+
+
+def test_delay_is_capped() -> None:
+    assert RetryPolicy(10, 1.0, 5.0).delay_ms(9) == 5000
+
+
+def test_unknown_error_is_retried_like_a_transient_one() -> None:
+    [out] = settle_failure(message(), KeyError("x"), POLICY)
+    assert out.routing_key == "mi.binder.in.retry"
+
+
+def test_exhausted_retries_end_in_the_dlq() -> None:
+    [out] = settle_failure(message(3), TransientError("still down"), POLICY)
+    assert out.routing_key == "mi.binder.in.dlq"
+    assert out.headers[H_ERROR].startswith("retries exhausted (3): still down")
+
+
+def test_topology_names_and_resolution() -> None:
+    t = Topology("mi")
+    assert t.exchange == "mi.events"
+    assert t.work_queue("binder") == "mi.binder.in"
+    assert t.resolve("binder") == "mi.binder.in"
+    assert t.resolve("binder.in.dlq") == "mi.binder.in.dlq"
+    assert t.resolve("mi.notifier.in.retry") == "mi.notifier.in.retry"
+    with pytest.raises(ValueError, match="unknown"):
+        t.resolve("bogus.in")
