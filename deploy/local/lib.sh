@@ -1,0 +1,713 @@
+# shellcheck shell=bash
+# Shared functions for up.sh, down.sh and ctl.sh (local services without Docker).
+# Source this file; it does not run anything by itself.
+#
+# Services, all bound to 127.0.0.1 only:
+#   rabbitmq  RabbitMQ 3.10 (Debian package): AMQP 5672, management 15672,
+#             epmd 4369, Erlang distribution 25672
+#   dovecot   Dovecot 2.3 (Debian package), own config: IMAP 10143 (STARTTLS),
+#             IMAPS 10993, POP3 10110 (STLS), POP3S 10995
+#   ferretdb  MongoDB wire protocol on 27017: embedded FerretDB on SQLite built
+#             from ./ferretdb, or `mongod` when one is on PATH, or nothing when
+#             MAILINTAKE_MONGO_URL points elsewhere
+# Everything they write lives in the state dir ($MAILINTAKE_LOCAL_DIR).
+
+LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STATE=${MAILINTAKE_LOCAL_DIR:-/var/tmp/mailintake-local}
+case $STATE in
+    /*) ;;
+    *) STATE=$PWD/$STATE ;;
+esac
+
+BIND_ADDR=127.0.0.1
+AMQP_PORT=5672
+RABBITMQ_MGMT_PORT=15672
+EPMD_PORT=4369
+RABBITMQ_DIST_PORT=25672
+IMAP_PORT=10143
+IMAPS_PORT=10993
+POP3_PORT=10110
+POP3S_PORT=10995
+MONGO_PORT=27017
+LOCAL_MONGO_URL="mongodb://${BIND_ADDR}:${MONGO_PORT}/mailintake"
+
+MAIL_SYSTEM_USER=mailintake-mail
+NAMED_MAIL_USERS="demo alice bob"
+SERVICES="rabbitmq dovecot ferretdb"
+
+TLS_DIR=$STATE/tls
+BIN_DIR=$STATE/bin
+RMQ_DIR=$STATE/rabbitmq
+RMQ_PID_FILE=$RMQ_DIR/rabbit.pid
+DOVECOT_DIR=$STATE/dovecot
+DOVECOT_CONF=$DOVECOT_DIR/dovecot.conf
+DOVECOT_PID_FILE=$DOVECOT_DIR/run/master.pid
+MAIL_DIR=$STATE/mail
+FERRETDB_SRC=$LOCAL_DIR/ferretdb
+FERRETDB_BIN=$BIN_DIR/ferretdb-local
+FERRETDB_DATA=$STATE/ferretdb-data
+FERRETDB_PID_FILE=$STATE/ferretdb.pid
+FERRETDB_LOG=$STATE/ferretdb.log
+MONGOD_DATA=$STATE/mongod-data
+MONGOD_PID_FILE=$STATE/mongod.pid
+MONGOD_LOG=$STATE/mongod.log
+
+# A MAILINTAKE_MONGO_URL other than the local default means an external store.
+MONGO_URL=${MAILINTAKE_MONGO_URL:-$LOCAL_MONGO_URL}
+
+# Every Erlang process started from here (broker, epmd, CLI tools) reads these.
+export RABBITMQ_CONF_ENV_FILE=$RMQ_DIR/rabbitmq-env.conf
+export ERL_EPMD_ADDRESS=$BIND_ADDR
+
+# ---------------------------------------------------------------- helpers
+
+say() { printf '%s\n' "$*"; }
+warn() { printf '%s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Seconds since $1 (an $EPOCHREALTIME value), one decimal.
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'; }
+
+require_root() {
+    [ "$(id -u)" = 0 ] || die "run as root"
+}
+
+# Serialise up/down/ctl runs against one state dir. Daemons are started with
+# fd 9 closed so that they do not inherit the lock.
+take_lock() {
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 600 9 || die "another up/down/ctl run holds $STATE/.lock"
+}
+
+port_open() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/$BIND_ADDR/$1" 2>/dev/null
+}
+
+# wait_ports TIMEOUT_SECONDS PID_FILE PORT... : wait until all ports accept
+# connections; fail early when the process in PID_FILE has gone away.
+wait_ports() {
+    local timeout=$1 pidfile=$2 port
+    shift 2
+    local deadline=$((SECONDS + timeout))
+    for port in "$@"; do
+        until port_open "$port"; do
+            if [ -n "$pidfile" ] && ! pid_alive "$pidfile"; then
+                return 1
+            fi
+            [ $SECONDS -lt $deadline ] || return 1
+            sleep 0.1
+        done
+    done
+}
+
+read_pid() {
+    local pid
+    [ -r "$1" ] || return 1
+    # (pid files may lack a final newline)
+    read -r pid <"$1" 2>/dev/null || [ -n "${pid:-}" ] || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+pid_alive() {
+    local pid
+    pid=$(read_pid "$1") || return 1
+    kill -0 "$pid" 2>/dev/null
+}
+
+# stop_pid PID_FILE NAME: SIGTERM, wait up to 30 s, then SIGKILL.
+stop_pid() {
+    local pidfile=$1 name=$2 pid i
+    pid=$(read_pid "$pidfile") || { rm -f "$pidfile"; return 0; }
+    if kill -TERM "$pid" 2>/dev/null; then
+        for ((i = 0; i < 300; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            warn "$name: did not exit after SIGTERM, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.2
+        fi
+    fi
+    rm -f "$pidfile"
+}
+
+# write_file PATH MODE [OWNER]: write stdin to PATH atomically if it differs.
+write_file() {
+    local path=$1 mode=$2 owner=${3:-} tmp
+    tmp=$(mktemp "$path.XXXXXX")
+    cat >"$tmp"
+    chmod "$mode" "$tmp"
+    [ -z "$owner" ] || chown "$owner" "$tmp"
+    if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$path"
+    fi
+}
+
+show_log_tail() {
+    local f
+    for f in "$@"; do
+        [ -s "$f" ] || continue
+        warn "--- last lines of $f"
+        tail -n 25 "$f" >&2
+    done
+}
+
+# ---------------------------------------------------------------- base set-up
+
+ensure_packages() {
+    local missing=() p policy=/usr/sbin/policy-rc.d added_policy=
+    for p in rabbitmq-server dovecot-imapd dovecot-pop3d openssl; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "packages: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages' own system services from starting on install.
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added_policy=1
+    fi
+    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+        [ -z "$added_policy" ] || rm -f "$policy"
+        die "apt-get install ${missing[*]} failed"
+    fi
+    [ -z "$added_policy" ] || rm -f "$policy"
+}
+
+ensure_mail_system_user() {
+    id -u "$MAIL_SYSTEM_USER" >/dev/null 2>&1 && return 0
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$MAIL_SYSTEM_USER"
+}
+
+# random_secret FILE: print the secret kept in FILE, creating it once.
+random_secret() {
+    local file=$1
+    if [ ! -s "$file" ]; then
+        (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(12))' >"$file.tmp" && mv -f "$file.tmp" "$file")
+    fi
+    cat "$file"
+}
+
+ensure_secret_key() {
+    local file=$STATE/secret.key
+    [ -s "$file" ] && return 0
+    (umask 077 && python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())' \
+        >"$file.tmp" && mv -f "$file.tmp" "$file")
+}
+
+# A test CA and a server certificate for localhost / 127.0.0.1 / ::1 signed by it.
+ensure_tls() {
+    mkdir -p "$TLS_DIR"
+    chmod 755 "$TLS_DIR"
+    if [ ! -s "$TLS_DIR/ca.pem" ] || [ ! -s "$TLS_DIR/ca.key" ]; then
+        cat >"$TLS_DIR/ca.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+x509_extensions = v3_ca
+prompt = no
+[dn]
+CN = mailintake local test CA
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF
+        (umask 077 && openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 3650 \
+            -config "$TLS_DIR/ca.cnf" -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.pem" 2>/dev/null)
+        chmod 644 "$TLS_DIR/ca.pem"
+        rm -f "$TLS_DIR/server.pem"
+    fi
+    if [ ! -s "$TLS_DIR/server.pem" ] || [ ! -s "$TLS_DIR/server.key" ] ||
+        ! openssl x509 -checkend $((30 * 86400)) -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1; then
+        cat >"$TLS_DIR/server.ext" <<'EOF'
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF
+        (umask 077 && openssl req -new -newkey rsa:2048 -nodes -sha256 -subj /CN=localhost \
+            -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" 2>/dev/null &&
+            openssl x509 -req -sha256 -days 825 -in "$TLS_DIR/server.csr" \
+                -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
+                -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.pem" 2>/dev/null)
+        chmod 644 "$TLS_DIR/server.pem"
+        rm -f "$TLS_DIR/server.csr"
+    fi
+}
+
+# Everything all services need before any of them starts.
+ensure_base() {
+    require_root
+    mkdir -p "$STATE" "$BIN_DIR" "$DOVECOT_DIR"
+    chmod 755 "$STATE" "$DOVECOT_DIR"
+    ensure_secret_key
+    ensure_tls
+}
+
+# A URL with any user:password replaced by ***.
+redact_url() { printf '%s\n' "$1" | sed -E 's#//[^/@]*@#//***@#'; }
+
+# Quote a value for a POSIX shell.
+shell_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+write_env_file() {
+    local line name value
+    {
+        say "# Local service endpoints for mailintake; generated by deploy/local/up.sh."
+        say "# Use: . $STATE/env.sh"
+        while IFS= read -r line; do
+            name=${line%%=*}
+            value=${line#*=}
+            printf 'export %s=%s\n' "$name" "$(shell_quote "$value")"
+        done <<EOF
+MAILINTAKE_LOCAL_DIR=$STATE
+MAILINTAKE_AMQP_URL=amqp://guest:guest@$BIND_ADDR:$AMQP_PORT/
+MAILINTAKE_RABBITMQ_MANAGEMENT_URL=http://guest:guest@$BIND_ADDR:$RABBITMQ_MGMT_PORT/
+MAILINTAKE_MONGO_URL=$MONGO_URL
+MAILINTAKE_SECRET_KEY=$(cat "$STATE/secret.key")
+MAILINTAKE_TEST_CA=$TLS_DIR/ca.pem
+MAILINTAKE_TEST_IMAP_HOST=$BIND_ADDR
+MAILINTAKE_TEST_IMAP_PORT=$IMAP_PORT
+MAILINTAKE_TEST_IMAPS_PORT=$IMAPS_PORT
+MAILINTAKE_TEST_POP3_PORT=$POP3_PORT
+MAILINTAKE_TEST_POP3S_PORT=$POP3S_PORT
+MAILINTAKE_TEST_MAIL_PASSWORD=$(random_secret "$DOVECOT_DIR/any-user.password")
+MAILINTAKE_TEST_MAIL_USERS=$NAMED_MAIL_USERS
+MAILINTAKE_TEST_MAIL_USERS_PASSWORD=$(random_secret "$DOVECOT_DIR/named-users.password")
+EOF
+    } | write_file "$STATE/env.sh" 600
+}
+
+# ---------------------------------------------------------------- rabbitmq
+
+# Run a RabbitMQ tool through the Debian wrapper, which re-runs it as the rabbitmq user.
+rmq() {
+    local tool=$1
+    shift
+    "/usr/sbin/$tool" "$@"
+}
+
+rabbitmq_configure() {
+    mkdir -p "$RMQ_DIR/mnesia" "$RMQ_DIR/log"
+    write_file "$RMQ_DIR/rabbitmq.conf" 644 <<EOF
+# generated by deploy/local/lib.sh
+listeners.tcp.default = $BIND_ADDR:$AMQP_PORT
+management.tcp.ip = $BIND_ADDR
+management.tcp.port = $RABBITMQ_MGMT_PORT
+loopback_users.guest = true
+log.file.level = info
+log.console = false
+EOF
+    # Read by the rabbitmq-server and rabbitmqctl scripts (as a shell file)
+    # through RABBITMQ_CONF_ENV_FILE.
+    write_file "$RABBITMQ_CONF_ENV_FILE" 644 <<EOF
+# generated by deploy/local/lib.sh
+NODENAME=rabbit@localhost
+CONFIG_FILE=$RMQ_DIR/rabbitmq.conf
+ENABLED_PLUGINS_FILE=$RMQ_DIR/enabled_plugins
+MNESIA_BASE=$RMQ_DIR/mnesia
+LOG_BASE=$RMQ_DIR/log
+PID_FILE=$RMQ_PID_FILE
+DIST_PORT=$RABBITMQ_DIST_PORT
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+export ERL_EPMD_ADDRESS=$BIND_ADDR
+EOF
+    if ! grep -qs rabbitmq_management "$RMQ_DIR/enabled_plugins"; then
+        rmq rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
+    fi
+    chown -R rabbitmq:rabbitmq "$RMQ_DIR"
+}
+
+rabbitmq_is_up() {
+    pid_alive "$RMQ_PID_FILE" && port_open "$AMQP_PORT" && port_open "$RABBITMQ_MGMT_PORT"
+}
+
+rabbitmq_status() {
+    if rabbitmq_is_up; then
+        say "rabbitmq: running (pid $(read_pid "$RMQ_PID_FILE"), amqp $BIND_ADDR:$AMQP_PORT, management $BIND_ADDR:$RABBITMQ_MGMT_PORT)"
+    elif pid_alive "$RMQ_PID_FILE"; then
+        say "rabbitmq: starting or unhealthy (pid $(read_pid "$RMQ_PID_FILE"))"
+        return 1
+    else
+        say "rabbitmq: stopped"
+        return 3
+    fi
+}
+
+rabbitmq_start() {
+    rabbitmq_configure
+    if ! pid_alive "$RMQ_PID_FILE"; then
+        rm -f "$RMQ_PID_FILE"
+        rmq rabbitmq-server -detached </dev/null >"$RMQ_DIR/log/startup.log" 2>&1 9>&- || {
+            show_log_tail "$RMQ_DIR/log/startup.log"
+            die "rabbitmq: rabbitmq-server -detached failed"
+        }
+    fi
+    # await_startup gives up at once while the node is not yet known to epmd.
+    # The node writes its pid file a moment after `-detached` has returned.
+    local deadline=$((SECONDS + 60))
+    until epmd -names 2>/dev/null | grep -q '^name rabbit at port'; do
+        if { [ -e "$RMQ_PID_FILE" ] && ! pid_alive "$RMQ_PID_FILE"; } || [ $SECONDS -ge $deadline ]; then
+            show_log_tail "$RMQ_DIR/log/startup.log" "$RMQ_DIR/log/rabbit@localhost.log"
+            die "rabbitmq: node did not register with epmd"
+        fi
+        sleep 0.1
+    done
+    if ! rmq rabbitmqctl -q await_startup --timeout 90 </dev/null >"$RMQ_DIR/log/await.log" 2>&1 ||
+        ! wait_ports 30 "$RMQ_PID_FILE" "$AMQP_PORT" "$RABBITMQ_MGMT_PORT"; then
+        show_log_tail "$RMQ_DIR/log/await.log" "$RMQ_DIR/log/startup.log" "$RMQ_DIR/log/rabbit@localhost.log"
+        die "rabbitmq: did not start"
+    fi
+}
+
+rabbitmq_stop() {
+    if pid_alive "$RMQ_PID_FILE"; then
+        # With the pid file, `rabbitmqctl stop` returns only once the node has exited.
+        rmq rabbitmqctl -q stop "$RMQ_PID_FILE" </dev/null >/dev/null 2>&1 || true
+        stop_pid "$RMQ_PID_FILE" rabbitmq
+    fi
+    rm -f "$RMQ_PID_FILE"
+    epmd_stop
+}
+
+# epmd outlives the node; stop it unless other Erlang nodes still use it.
+epmd_stop() {
+    local names
+    port_open "$EPMD_PORT" || return 0
+    names=$(epmd -names 2>/dev/null | grep '^name ' || true)
+    if [ -z "$names" ]; then
+        epmd -kill >/dev/null 2>&1 || true
+    fi
+}
+
+# ---------------------------------------------------------------- dovecot
+
+dovecot_configure() {
+    local uid gid dh_line=""
+    ensure_mail_system_user
+    uid=$(id -u "$MAIL_SYSTEM_USER")
+    gid=$(id -g "$MAIL_SYSTEM_USER")
+    mkdir -p "$DOVECOT_DIR" "$MAIL_DIR"
+    chmod 755 "$DOVECOT_DIR"
+    chown "$MAIL_SYSTEM_USER:$MAIL_SYSTEM_USER" "$MAIL_DIR"
+    chmod 750 "$MAIL_DIR"
+    [ -s /usr/share/dovecot/dh.pem ] && dh_line="ssl_dh = </usr/share/dovecot/dh.pem"
+
+    local named_pw any_pw user
+    named_pw=$(random_secret "$DOVECOT_DIR/named-users.password")
+    any_pw=$(random_secret "$DOVECOT_DIR/any-user.password")
+    for user in $NAMED_MAIL_USERS; do
+        printf '%s:{PLAIN}%s::::::\n' "$user" "$named_pw"
+    done | write_file "$DOVECOT_DIR/users" 640 root:dovecot
+
+    write_file "$DOVECOT_CONF" 600 <<EOF
+# generated by deploy/local/lib.sh; started with: dovecot -c $DOVECOT_CONF
+instance_name = mailintake-local
+base_dir = $DOVECOT_DIR/run
+state_dir = $DOVECOT_DIR/state
+protocols = imap pop3
+listen = $BIND_ADDR
+log_path = $DOVECOT_DIR/dovecot.log
+info_log_path = $DOVECOT_DIR/dovecot.log
+verbose_proctitle = yes
+
+ssl = yes
+ssl_cert = <$TLS_DIR/server.pem
+ssl_key = <$TLS_DIR/server.key
+$dh_line
+ssl_min_protocol = TLSv1.2
+
+# Tests log in with plaintext on loopback too.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_verbose = yes
+
+# 1. the named users, with their own password;
+# 2. a named user with any other password is rejected (not passed on to 3.);
+# 3. any other user name logs in with the shared test password, so every test
+#    gets a fresh mailbox by choosing a new user name.
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DOVECOT_DIR/users
+}
+passdb {
+  driver = passwd-file
+  args = username_format=%u $DOVECOT_DIR/users
+  deny = yes
+}
+passdb {
+  driver = static
+  args = password=$any_pw
+}
+userdb {
+  driver = static
+  args = uid=$uid gid=$gid home=$MAIL_DIR/%u
+}
+mail_location = maildir:$MAIL_DIR/%u
+first_valid_uid = $uid
+first_valid_gid = $gid
+
+default_process_limit = 1000
+default_client_limit = 4000
+default_vsz_limit = 512M
+
+service imap-login {
+  inet_listener imap {
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    port = $IMAPS_PORT
+    ssl = yes
+  }
+  service_count = 0
+  process_min_avail = 2
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = $POP3_PORT
+  }
+  inet_listener pop3s {
+    port = $POP3S_PORT
+    ssl = yes
+  }
+  service_count = 0
+  process_min_avail = 1
+}
+# No growing delay (up to 15 s) after failed logins from one IP: tests fail
+# logins on purpose.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+protocol imap {
+  mail_max_userip_connections = 1000
+  imap_idle_notify_interval = 30 secs
+}
+protocol pop3 {
+  mail_max_userip_connections = 1000
+}
+EOF
+}
+
+dovecot_is_up() {
+    pid_alive "$DOVECOT_PID_FILE" && port_open "$IMAP_PORT" && port_open "$IMAPS_PORT" &&
+        port_open "$POP3_PORT" && port_open "$POP3S_PORT"
+}
+
+dovecot_status() {
+    if dovecot_is_up; then
+        say "dovecot: running (pid $(read_pid "$DOVECOT_PID_FILE"), imap $IMAP_PORT imaps $IMAPS_PORT pop3 $POP3_PORT pop3s $POP3S_PORT on $BIND_ADDR)"
+    elif pid_alive "$DOVECOT_PID_FILE"; then
+        say "dovecot: starting or unhealthy (pid $(read_pid "$DOVECOT_PID_FILE"))"
+        return 1
+    else
+        say "dovecot: stopped"
+        return 3
+    fi
+}
+
+dovecot_start() {
+    dovecot_configure
+    if ! pid_alive "$DOVECOT_PID_FILE"; then
+        dovecot -c "$DOVECOT_CONF" </dev/null >>"$DOVECOT_DIR/dovecot.log" 2>&1 9>&- || {
+            show_log_tail "$DOVECOT_DIR/dovecot.log"
+            die "dovecot: failed to start"
+        }
+    fi
+    wait_ports 20 "$DOVECOT_PID_FILE" "$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT" || {
+        show_log_tail "$DOVECOT_DIR/dovecot.log"
+        die "dovecot: did not start"
+    }
+}
+
+dovecot_stop() {
+    stop_pid "$DOVECOT_PID_FILE" dovecot
+}
+
+# ---------------------------------------------------------------- ferretdb / mongod
+
+# external: MAILINTAKE_MONGO_URL names another server; mongod: one is on PATH;
+# ferretdb: the embedded FerretDB built from ./ferretdb.
+store_backend() {
+    if [ "$MONGO_URL" != "$LOCAL_MONGO_URL" ]; then
+        echo external
+    elif command -v mongod >/dev/null 2>&1; then
+        echo mongod
+    else
+        echo ferretdb
+    fi
+}
+
+store_pid_file() {
+    case $(store_backend) in
+        mongod) echo "$MONGOD_PID_FILE" ;;
+        *) echo "$FERRETDB_PID_FILE" ;;
+    esac
+}
+
+find_go() {
+    if command -v go >/dev/null 2>&1; then
+        command -v go
+    elif [ -x /usr/local/go/bin/go ]; then
+        echo /usr/local/go/bin/go
+    else
+        return 1
+    fi
+}
+
+# Build the FerretDB binary when it is missing or older than its sources.
+ferretdb_build() {
+    local f stale='' go
+    [ -x "$FERRETDB_BIN" ] || stale=1
+    for f in "$FERRETDB_SRC"/main.go "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum; do
+        [ "$f" -nt "$FERRETDB_BIN" ] && stale=1
+    done
+    [ -n "$stale" ] || return 0
+    go=$(find_go) || die "ferretdb: Go (>= 1.24) is needed to build $FERRETDB_SRC (or put mongod on PATH)"
+    mkdir -p "$BIN_DIR"
+    say "ferretdb: building $FERRETDB_BIN"
+    (cd "$FERRETDB_SRC" && "$go" build -buildvcs=false -o "$FERRETDB_BIN.tmp" .) ||
+        die "ferretdb: go build failed"
+    mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+}
+
+# Ask the server for `ping` (pymongo when importable, else a raw OP_MSG).
+mongo_ping() {
+    python3 - "$BIND_ADDR" "$MONGO_PORT" <<'EOF'
+import socket, struct, sys
+
+host, port = sys.argv[1], int(sys.argv[2])
+try:
+    import pymongo
+except ImportError:
+    pymongo = None
+if pymongo is not None:
+    client = pymongo.MongoClient(host, port, directConnection=True, serverSelectionTimeoutMS=10000)
+    client.admin.command("ping")
+    sys.exit(0)
+
+def cstring(s):
+    return s.encode() + b"\0"
+
+body = b"\x10" + cstring("ping") + struct.pack("<i", 1) + b"\x02" + cstring("$db") + struct.pack("<i", 6) + cstring("admin")
+doc = struct.pack("<i", len(body) + 5) + body + b"\0"
+msg = struct.pack("<I", 0) + b"\0" + doc
+with socket.create_connection((host, port), timeout=10) as s:
+    s.sendall(struct.pack("<iiii", 16 + len(msg), 1, 0, 2013) + msg)
+    data = b""
+    while len(data) < 4 or len(data) < struct.unpack("<i", data[:4])[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit("connection closed")
+        data += chunk
+ok = struct.unpack("<i", data[12:16])[0] == 2013 and b"\x01ok\x00" + struct.pack("<d", 1.0) in data
+sys.exit(0 if ok else "ping failed")
+EOF
+}
+
+ferretdb_is_up() {
+    [ "$(store_backend)" = external ] && return 0
+    pid_alive "$(store_pid_file)" && port_open "$MONGO_PORT"
+}
+
+ferretdb_status() {
+    local backend pidfile
+    backend=$(store_backend)
+    if [ "$backend" = external ]; then
+        say "ferretdb: not managed (MAILINTAKE_MONGO_URL=$(redact_url "$MONGO_URL"))"
+        return 0
+    fi
+    pidfile=$(store_pid_file)
+    if ferretdb_is_up; then
+        say "ferretdb: running ($backend, pid $(read_pid "$pidfile"), $BIND_ADDR:$MONGO_PORT)"
+    elif pid_alive "$pidfile"; then
+        say "ferretdb: starting or unhealthy ($backend, pid $(read_pid "$pidfile"))"
+        return 1
+    else
+        say "ferretdb: stopped ($backend)"
+        return 3
+    fi
+}
+
+ferretdb_start() {
+    local backend log pidfile
+    backend=$(store_backend)
+    [ "$backend" = external ] && return 0
+    pidfile=$(store_pid_file)
+    if ! pid_alive "$pidfile"; then
+        rm -f "$pidfile"
+        if port_open "$MONGO_PORT"; then
+            die "ferretdb: $BIND_ADDR:$MONGO_PORT is already taken by another process"
+        fi
+        if [ "$backend" = mongod ]; then
+            log=$MONGOD_LOG
+            mkdir -p "$MONGOD_DATA"
+            mongod --bind_ip "$BIND_ADDR" --port "$MONGO_PORT" --dbpath "$MONGOD_DATA" \
+                --logpath "$MONGOD_LOG" --logappend --pidfilepath "$MONGOD_PID_FILE" --fork \
+                </dev/null >/dev/null 2>&1 9>&- || { show_log_tail "$MONGOD_LOG"; die "ferretdb: mongod failed to start"; }
+        else
+            log=$FERRETDB_LOG
+            ferretdb_build
+            mkdir -p "$FERRETDB_DATA"
+            # The binary writes the pid file once it listens; record the pid now
+            # as well so that a failed start can be detected.
+            # shellcheck disable=SC2094 # the binary appends to the same log
+            setsid "$FERRETDB_BIN" -listen-addr "$BIND_ADDR:$MONGO_PORT" -data-dir "$FERRETDB_DATA" \
+                -log-file "$FERRETDB_LOG" -pid-file "$FERRETDB_PID_FILE" \
+                </dev/null >>"$FERRETDB_LOG" 2>&1 9>&- &
+            echo $! >"$FERRETDB_PID_FILE"
+        fi
+    fi
+    if ! wait_ports 30 "$pidfile" "$MONGO_PORT" || ! mongo_ping >/dev/null 2>"$STATE/mongo-ping.err"; then
+        show_log_tail "${log:-$FERRETDB_LOG}" "$STATE/mongo-ping.err"
+        die "ferretdb: did not start"
+    fi
+    rm -f "$STATE/mongo-ping.err"
+}
+
+ferretdb_stop() {
+    [ "$(store_backend)" = external ] && return 0
+    stop_pid "$(store_pid_file)" ferretdb
+}
+
+# ---------------------------------------------------------------- per-service verbs
+
+check_service() {
+    case " $SERVICES " in
+        *" $1 "*) ;;
+        *) die "unknown service '$1' (one of: $SERVICES)" ;;
+    esac
+}
+
+service_up() {
+    local svc=$1 t0=$EPOCHREALTIME
+    if [ "$svc" = ferretdb ] && [ "$(store_backend)" = external ]; then
+        say "ferretdb: not managed, using MAILINTAKE_MONGO_URL=$(redact_url "$MONGO_URL")"
+        return 0
+    fi
+    if "${svc}_is_up"; then
+        say "$svc: already up ($(since "$t0"))"
+        return 0
+    fi
+    "${svc}_start"
+    say "$svc: up ($(since "$t0"))"
+}
+
+service_down() {
+    local svc=$1 t0=$EPOCHREALTIME
+    "${svc}_stop"
+    say "$svc: stopped ($(since "$t0"))"
+}
