@@ -6,12 +6,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from fetcher.sync import Position
+from pymongo.errors import BulkWriteError
+
+from fetcher.ports import Position
 from shared.accounts import Account
 from shared.contracts import Event
 from shared.messaging import Broker
-from shared.store import Store, store_errors
+from shared.store import Doc, Store, store_errors
 from shared.wire import encode_event
+
+TAKEN_COLLECTION = "fetched_mail"
 
 
 def _folder_key(folder: str) -> str:
@@ -19,47 +23,98 @@ def _folder_key(folder: str) -> str:
     return folder.replace(".", "\uff0e").replace("$", "\uff04")
 
 
-class MongoPositionStore:
-    """Positions and progress in the account document (`sync.<folder>`, `progress`)."""
+class _AccountDoc:
+    """Reads and writes fields of one tenant's account documents."""
 
     def __init__(self, store: Store, tenant_id: str) -> None:
         self._accounts = store.accounts
         self._tenant_id = tenant_id
 
-    def get(self, account_id: str, folder: str) -> Position | None:
-        with store_errors("read position"):
-            doc = self._accounts.find_one(
-                {"tenant_id": self._tenant_id, "_id": account_id}, {"sync": 1}
+    def _read(self, account_id: str, field: str) -> Doc:
+        query = {"tenant_id": self._tenant_id, "_id": account_id}
+        with store_errors(f"read {field}"):
+            doc = self._accounts.find_one(query, {field: 1})
+        return doc or {}
+
+    def _set(self, account_id: str, what: str, fields: Doc) -> None:
+        with store_errors(what):
+            self._accounts.update_one(
+                {"tenant_id": self._tenant_id, "_id": account_id}, {"$set": fields}
             )
-        entry = ((doc or {}).get("sync") or {}).get(_folder_key(folder))
+
+
+class MongoPositionStore(_AccountDoc):
+    """Positions and progress in the account document (`sync.<folder>`, `progress`)."""
+
+    def get(self, account_id: str, folder: str) -> Position | None:
+        entry = (self._read(account_id, "sync").get("sync") or {}).get(_folder_key(folder))
         return Position(entry["uidvalidity"], entry["last_uid"]) if entry else None
 
     def save(self, account_id: str, folder: str, position: Position) -> None:
-        with store_errors("save position"):
-            self._accounts.update_one(
-                {"tenant_id": self._tenant_id, "_id": account_id},
-                {
-                    "$set": {
-                        f"sync.{_folder_key(folder)}": {
-                            "uidvalidity": position.uidvalidity,
-                            "last_uid": position.last_uid,
-                        }
-                    }
-                },
-            )
+        entry = {"uidvalidity": position.uidvalidity, "last_uid": position.last_uid}
+        self._set(account_id, "save position", {f"sync.{_folder_key(folder)}": entry})
 
-    def progress(self, account_id: str, *, done: int, total: int, now: datetime) -> None:
-        with store_errors("save progress"):
-            self._accounts.update_one(
-                {"tenant_id": self._tenant_id, "_id": account_id},
-                {
-                    "$set": {
-                        "progress.done": done,
-                        "progress.total": total,
-                        "progress.updated_at": now,
-                    }
-                },
-            )
+    def begin_progress(self, account_id: str, *, remaining: int, now: datetime) -> int:
+        """A load left unfinished by a restart goes on counting where it stopped."""
+        prior = self._read(account_id, "progress").get("progress") or {}
+        done = int(prior.get("done", 0))
+        base = done if done < int(prior.get("total", 0)) else 0
+        progress = {
+            "done": base,
+            "total": base + remaining,
+            "started_at": now,
+            "done_at_start": base,
+            "updated_at": now,
+        }
+        self._set(account_id, "save progress", {"progress": progress})
+        return base
+
+    def progress(self, account_id: str, *, done: int, now: datetime) -> None:
+        self._set(account_id, "save progress", {"progress.done": done, "progress.updated_at": now})
+
+    def deletes_pending(self, account_id: str, pending: bool) -> None:
+        self._set(account_id, "save deletes pending", {"deletes_pending": pending})
+
+
+class MongoPop3Positions(_AccountDoc):
+    """The UIDLs taken from a POP3 account, in its document (`pop3.taken`, `pop3.oversize`)."""
+
+    def taken(self, account_id: str) -> tuple[set[str], set[str]]:
+        entry = self._read(account_id, "pop3").get("pop3") or {}
+        return set(entry.get("taken") or []), set(entry.get("oversize") or [])
+
+    def save_taken(self, account_id: str, taken: set[str], oversize: set[str]) -> None:
+        fields = {"pop3.taken": sorted(taken), "pop3.oversize": sorted(oversize)}
+        self._set(account_id, "save UIDLs", fields)
+
+
+class MongoTakenMail:
+    """Fingerprints of published mail, one document each, keyed by the fingerprint."""
+
+    def __init__(self, store: Store, tenant_id: str) -> None:
+        self._taken = store[TAKEN_COLLECTION]
+        self._tenant_id = tenant_id
+
+    def known(self, account_id: str, fingerprints: Sequence[str]) -> set[str]:
+        if not fingerprints:
+            return set()
+        query = {"tenant_id": self._tenant_id, "_id": {"$in": list(fingerprints)}}
+        with store_errors("read fingerprints"):
+            return {str(d["_id"]) for d in self._taken.find(query, {"_id": 1})}
+
+    def remember(self, account_id: str, entries: Sequence[tuple[str, str]]) -> None:
+        docs = [
+            {"_id": fp, "tenant_id": self._tenant_id, "account_id": account_id, "email_id": eid}
+            for fp, eid in entries
+        ]
+        if not docs:
+            return
+        with store_errors("save fingerprints"):
+            try:
+                self._taken.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:  # already there after a crash and replay: fine
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
 
 
 class BrokerEventPublisher:
@@ -69,7 +124,8 @@ class BrokerEventPublisher:
         self._broker = broker
 
     def publish(self, events: Sequence[tuple[Event, bytes | None]]) -> None:
-        self._broker.publish([encode_event(e, payload) for e, payload in events])
+        if events:
+            self._broker.publish([encode_event(e, payload) for e, payload in events])
 
 
 class MongoAccounts:
@@ -82,15 +138,8 @@ class MongoAccounts:
         with store_errors("list accounts"):
             return [Account.model_validate(d) for d in self._store.accounts.find({"enabled": True})]
 
-    def set_state(self, account: Account, status: str, *, now: datetime, **fields: Any) -> None:
+    def save_state(self, account: Account, state: dict[str, Any]) -> None:
         with store_errors("save account state"):
             self._store.accounts.update_one(
-                {"tenant_id": account.tenant_id, "_id": account.id},
-                {
-                    "$set": {
-                        "state.status": status,
-                        "state.updated_at": now,
-                        **{f"state.{k}": v for k, v in fields.items()},
-                    }
-                },
+                {"tenant_id": account.tenant_id, "_id": account.id}, {"$set": {"state": state}}
             )

@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 from typing import Any
 
 import imapclient
@@ -18,6 +19,8 @@ from shared.errors import MailboxRejectedError, MailboxUnavailableError
 from shared.tls import client_context
 
 FETCH_BATCH = 500
+MESSAGE_ID_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+MESSAGE_ID_KEY = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
 CONNECT_TIMEOUT = 30.0
 
 
@@ -80,9 +83,14 @@ class ImapClientMailbox:
             )
             client._imap.debug = 0  # imaplib formats every response at debug 5: 3.5x slower
             self.client = client
-            if a.security == "starttls":
-                client.starttls(context)
-            client.login(a.username, self._password)
+            try:
+                if a.security == "starttls":
+                    client.starttls(context)
+                client.login(a.username, self._password)
+            except BaseException:
+                self.client = None
+                client.shutdown()  # a refused login must not leave the socket open
+                raise
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -123,7 +131,7 @@ class ImapClientMailbox:
         """Fetch in batches with BODY.PEEK[] (not marking them read); oversize ones as header."""
         for batch in _batches(list(uids), FETCH_BATCH):
             with translated_errors(self._account):
-                sizes = self._c.fetch(batch, ["RFC822.SIZE", "INTERNALDATE"])
+                sizes = self._c.fetch(batch, ["RFC822.SIZE", "INTERNALDATE", MESSAGE_ID_ITEM])
                 small = [u for u in batch if u in sizes and sizes[u][b"RFC822.SIZE"] <= max_bytes]
                 big = [u for u in batch if u in sizes and u not in small]
                 bodies = self._c.fetch(small, ["BODY.PEEK[]"]) if small else {}
@@ -136,6 +144,28 @@ class ImapClientMailbox:
         for batch in _batches(list(uids), 2000):
             with translated_errors(self._account):
                 self._c.add_flags(batch, [imapclient.SEEN], silent=True)
+
+    def supports_idle(self) -> bool:
+        with translated_errors(self._account):
+            return bool(self._c.has_capability("IDLE"))
+
+    def idle_start(self) -> None:
+        with translated_errors(self._account):
+            self._c.idle()
+
+    def idle_wait(self, timeout: float) -> list[Any]:
+        """Responses the server sent in IDLE within `timeout` seconds (may be empty)."""
+        with translated_errors(self._account):
+            return list(self._c.idle_check(timeout=timeout))
+
+    def idle_stop(self) -> None:
+        with translated_errors(self._account):
+            self._c.idle_done()
+
+    def noop(self) -> None:
+        """A liveness check: raises MailboxUnavailableError when the connection is dead."""
+        with translated_errors(self._account):
+            self._c.noop()
 
     def delete(self, uids: Sequence[int]) -> bool:
         with translated_errors(self._account):
@@ -153,8 +183,18 @@ def _message(
     internal = meta.get(b"INTERNALDATE")
     if isinstance(internal, datetime):
         internal = internal.astimezone(UTC) if internal.tzinfo else internal.replace(tzinfo=UTC)
+    size, message_id = int(meta[b"RFC822.SIZE"]), message_id_of(meta.get(MESSAGE_ID_KEY))
     if body is not None:
         raw = bytes(body[b"BODY[]"])
-        return FetchedMessage(uid, raw, int(meta[b"RFC822.SIZE"]), internal)
+        return FetchedMessage(uid, raw, size, internal, message_id=message_id)
     raw = bytes((head or {}).get(b"BODY[HEADER]", b""))
-    return FetchedMessage(uid, raw, int(meta[b"RFC822.SIZE"]), internal, oversize=True)
+    return FetchedMessage(uid, raw, size, internal, oversize=True, message_id=message_id)
+
+
+def message_id_of(header: bytes | None) -> str | None:
+    """The Message-ID from a header block (None when absent or empty)."""
+    if not header:
+        return None
+    value = BytesHeaderParser().parsebytes(bytes(header)).get("Message-ID")
+    text = " ".join(str(value).split()) if value is not None else ""
+    return text or None

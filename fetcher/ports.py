@@ -1,4 +1,4 @@
-"""What the fetcher needs: a mailbox to read and a place to publish what it read."""
+"""What the fetcher needs: mailboxes to read, and places to publish and remember what it read."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from shared.contracts import Event
+from shared.contracts import Event, deterministic_id
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,14 @@ class FolderState:
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where an account's folder was read up to."""
+
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass(frozen=True)
 class FetchedMessage:
     """One message as read from the server (`raw` is only the header when oversize)."""
 
@@ -27,6 +35,15 @@ class FetchedMessage:
     size: int
     internal_date: datetime | None
     oversize: bool = False
+    message_id: str | None = None
+    uidl: str | None = None
+
+    def fingerprint(self, account_id: str) -> str:
+        """The second key of a mail: Message-ID and size (size and date when it has none)."""
+        if self.message_id:
+            return deterministic_id("mail", account_id, self.message_id, self.size)
+        date = self.internal_date.isoformat() if self.internal_date else ""
+        return deterministic_id("mail", account_id, "", self.size, date)
 
 
 class ImapMailbox(Protocol):
@@ -45,7 +62,61 @@ class ImapMailbox(Protocol):
         ...
 
 
+class Pop3Mailbox(Protocol):
+    """An open, logged-in POP3 session."""
+
+    def listing(self) -> list[tuple[int, str, int]]:
+        """(message number, UIDL, size) of every message on the server."""
+        ...
+
+    def retrieve(self, number: int, uidl: str, size: int, *, max_bytes: int) -> FetchedMessage: ...
+
+    def delete(self, number: int) -> None:
+        """DELE: takes effect only when the session ends with QUIT."""
+        ...
+
+
 class EventPublisher(Protocol):
     """Publishes events and returns once RabbitMQ confirmed every one."""
 
     def publish(self, events: Sequence[tuple[Event, bytes | None]]) -> None: ...
+
+
+class PositionStore(Protocol):
+    """Sync positions and first-load progress of accounts."""
+
+    def get(self, account_id: str, folder: str) -> Position | None: ...
+
+    def save(self, account_id: str, folder: str, position: Position) -> None: ...
+
+    def begin_progress(self, account_id: str, *, remaining: int, now: datetime) -> int:
+        """Start a load of `remaining` messages; returns how many an interrupted load had done."""
+        ...
+
+    def progress(self, account_id: str, *, done: int, now: datetime) -> None: ...
+
+    def deletes_pending(self, account_id: str, pending: bool) -> None: ...
+
+
+class Pop3Positions(Protocol):
+    """The UIDLs already taken from a POP3 account (and which of them were too large)."""
+
+    def taken(self, account_id: str) -> tuple[set[str], set[str]]: ...
+
+    def save_taken(self, account_id: str, taken: set[str], oversize: set[str]) -> None: ...
+
+
+class TakenMail(Protocol):
+    """Fingerprints of the mail already published per account (dedupe across UIDVALIDITY)."""
+
+    def known(self, account_id: str, fingerprints: Sequence[str]) -> set[str]: ...
+
+    def remember(self, account_id: str, entries: Sequence[tuple[str, str]]) -> None:
+        """Record (fingerprint, email id) pairs after their publish was confirmed."""
+        ...
+
+
+class BlobWriter(Protocol):
+    """Stores a raw mail too big to travel inline."""
+
+    def put(self, key: str, data: bytes, *, tenant_id: str, content_type: str) -> str: ...

@@ -13,7 +13,13 @@ from pydantic import ValidationError
 
 from ops.context import Context
 from ops.output import UserError, emit, print_json
-from shared.accounts import MAX_ACCOUNTS_PER_TENANT, AccountConfig
+from shared.accounts import (
+    MAX_ACCOUNTS_PER_TENANT,
+    STATUS_COLUMNS,
+    Account,
+    AccountConfig,
+    status_row,
+)
 from shared.store import Doc
 
 LIST_COLUMNS = [
@@ -28,6 +34,7 @@ LIST_COLUMNS = [
     "status",
 ]
 HIDDEN = {"password_enc"}
+PLAINTEXT_PORTS = (110, 143)
 
 
 def register(commands: Any) -> None:
@@ -44,6 +51,7 @@ def register(commands: Any) -> None:
         q.add_argument("--json", action="store_true", help="print JSON")
         q.set_defaults(func=cmd_list if name == "list" else cmd_status)
     for name, func, help_text in (
+        ("test", cmd_test, "connect, log in and open the folder; say what failed"),
         ("show", cmd_show, "everything stored about an account (never its password)"),
         ("enable", cmd_enable, "start fetching an account"),
         ("disable", cmd_disable, "stop fetching an account (within one lease period)"),
@@ -64,12 +72,11 @@ def _add_parser(sub: Any) -> None:
     )
     a.add_argument("--tenant", required=True, help="the CRM installation (tenant id)")
     a.add_argument("--owner", required=True, help="user who sets it up (gets skip/error notices)")
-    a.add_argument("--protocol", required=True, choices=["imap", "pop3"])
+    a.add_argument("--protocol", required=True, help="imap (recommended) or pop3")
     a.add_argument("--host", required=True)
     a.add_argument("--port", type=int, default=0, help="default: by protocol and security")
     a.add_argument(
         "--security",
-        choices=["ssl", "starttls", "none"],
         default=None,
         help="ssl (default), starttls, or none (plaintext: must be said explicitly)",
     )
@@ -129,6 +136,13 @@ def _add_parser(sub: Any) -> None:
         help="poll period when the server has no IDLE (default 60)",
     )
     a.add_argument("--ca-file", metavar="PEM", help="trust this CA for the server certificate")
+    a.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=25 * 1024 * 1024,
+        metavar="BYTES",
+        help="larger mail is skipped as too large (default 25 MiB)",
+    )
     a.add_argument("--json", action="store_true", help="print the new account as JSON")
     a.set_defaults(func=cmd_add)
 
@@ -146,10 +160,16 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _config(args: argparse.Namespace) -> AccountConfig:
+    problems = []
     if args.ca_file and not os.path.isfile(args.ca_file):
-        raise UserError(f"--ca-file {args.ca_file}: no such file")
+        problems.append(f"--ca-file: {args.ca_file}: no such file")
+    if args.security is None and args.port in PLAINTEXT_PORTS:
+        problems.append(
+            f"--port: {args.port} is a plaintext port: say --security starttls, "
+            "or --security none to send the password unencrypted"
+        )
     try:
-        return AccountConfig(
+        config = AccountConfig(
             tenant_id=args.tenant,
             owner_id=args.owner,
             protocol=args.protocol,
@@ -171,11 +191,37 @@ def _config(args: argparse.Namespace) -> AccountConfig:
             poll_interval=args.poll_interval,
             ca_file=args.ca_file,
             allow_plaintext=args.security == "none",
+            max_message_bytes=args.max_message_bytes,
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "account"
-        raise UserError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from exc
+        problems.extend(validation_lines(exc))
+        raise UserError("\n".join(problems)) from exc
+    if problems:
+        raise UserError("\n".join(problems))
+    return config
+
+
+FLAGS = {"tenant_id": "--tenant", "owner_id": "--owner", "shop_id": "--shop"}
+
+
+def validation_lines(exc: ValidationError) -> list[str]:
+    """One line per bad value, named by its command-line flag."""
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        flag = FLAGS.get(field, "--" + field.replace("_", "-")) if field else "account"
+        message = err["msg"].removeprefix("Value error, ")
+        if field and err["type"] != "value_error":
+            message = f"{err['input']!r}: {message[0].lower()}{message[1:]}"
+        lines.append(f"{flag}: {message}")
+    return lines
+
+
+def _limit_error(tenant_id: str, count: int) -> UserError:
+    return UserError(
+        f"tenant {tenant_id} already has {count} accounts: "
+        f"the limit is {MAX_ACCOUNTS_PER_TENANT} per tenant (nothing was added)"
+    )
 
 
 def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
@@ -184,10 +230,7 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     accounts = ctx.store.accounts
     count = accounts.count_documents({"tenant_id": config.tenant_id})
     if count >= MAX_ACCOUNTS_PER_TENANT:
-        raise UserError(
-            f"tenant {config.tenant_id} already has {count} accounts: "
-            f"the limit is {MAX_ACCOUNTS_PER_TENANT}"
-        )
+        raise _limit_error(config.tenant_id, count)
     doc = {
         **config.model_dump(),
         "_id": uuid.uuid4().hex[:16],
@@ -198,6 +241,10 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
         "sync": {},
     }
     accounts.insert_one(doc)
+    if accounts.count_documents({"tenant_id": config.tenant_id}) > MAX_ACCOUNTS_PER_TENANT:
+        # Another `add` raced this one past the limit: take ours back.
+        accounts.delete_one({"tenant_id": config.tenant_id, "_id": doc["_id"]})
+        raise _limit_error(config.tenant_id, MAX_ACCOUNTS_PER_TENANT)
     if args.json:
         print_json(_public(doc))
     else:
@@ -228,32 +275,34 @@ def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_status(args: argparse.Namespace, ctx: Context) -> int:
-    rows = []
-    for d in _rows(ctx, args.tenant):
-        state, progress = d.get("state") or {}, d.get("progress") or {}
-        rows.append(
-            {
-                "_id": d["_id"],
-                "tenant_id": d["tenant_id"],
-                "status": state.get("status"),
-                "since": state.get("since"),
-                "message": state.get("message"),
-                "last_fetch": state.get("last_fetch_at"),
-                "progress": f"{progress.get('done', 0)}/{progress.get('total', 0)}",
-            }
-        )
-    emit(
-        rows,
-        ["_id", "tenant_id", "status", "since", "last_fetch", "progress", "message"],
-        as_json=args.json,
-    )
+    now = datetime.now(UTC)
+    rows = [status_row(d, now=now) for d in _rows(ctx, args.tenant)]
+    emit(rows, STATUS_COLUMNS, as_json=args.json)
     return 0
+
+
+def cmd_test(args: argparse.Namespace, ctx: Context) -> int:
+    from fetcher.probe import probe  # the mail libraries are loaded only for this command
+
+    doc = _find(ctx, args.account_id)
+    account = Account.model_validate(doc)
+    result = probe(account, ctx.secrets.decrypt(account.password_enc))
+    if args.json:
+        print_json({"ok": result.ok, "reason": result.reason, "message": result.message})
+    else:
+        print(result.summary)
+    return 0 if result.ok else 1
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     doc = _public(_find(ctx, args.account_id))
     if doc.get("protocol") == "pop3":
         doc["note"] = "POP3 has no read flag: loaded mail is remembered by its UIDL"
+        doc.pop("sync", None)
+        taken = (doc.pop("pop3", None) or {}).get("taken") or []
+        doc["uidls_taken"] = len(taken)
+    if doc.get("deletes_pending"):
+        doc["deletes"] = "pending: the server has no UIDPLUS, so loaded mail is only marked read"
     if args.json:
         print_json(doc)
     else:

@@ -41,7 +41,7 @@ class AccountConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     tenant_id: str = Field(min_length=1, max_length=200)
-    owner_id: str = Field(min_length=1, max_length=200)
+    owner_id: str = Field(min_length=1, max_length=200)  # gets skip and error notices
     protocol: Protocol
     host: str = Field(min_length=1, max_length=253)
     port: int = Field(default=0, ge=0, le=65535)
@@ -100,5 +100,61 @@ class Account(AccountConfig):
     created_at: datetime | None = None
     state: dict[str, Any] = Field(default_factory=dict)
     sync: dict[str, Any] = Field(default_factory=dict)
+    progress: dict[str, Any] = Field(default_factory=dict)
+    lease: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+STATUS_COLUMNS = [
+    "_id",
+    "tenant_id",
+    "state",
+    "since",
+    "last_fetch",
+    "backlog",
+    "progress",
+    "rate",
+    "eta",
+    "message",
+]
+
+
+def status_row(doc: dict[str, Any], *, now: datetime) -> dict[str, Any]:
+    """What `accounts status` shows of a stored account: state, backlog, progress, rate, ETA.
+
+    `syncing` is an account whose last load has not finished; its rate is over that load.
+    """
+    state, progress = doc.get("state") or {}, doc.get("progress") or {}
+    done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
+    backlog = max(total - done, 0)
+    status = state.get("status") or "new"
+    if not doc.get("enabled", True):
+        status = "disabled"
+    elif status == "ok" and backlog:
+        status = "syncing"
+    rate = _rate(progress, now)
+    message = state.get("message") if status == "error" else None
+    if doc.get("deletes_pending"):
+        message = "deletes pending (the server has no UIDPLUS)"
+    return {
+        "_id": doc["_id"],
+        "tenant_id": doc.get("tenant_id"),
+        "state": status,
+        "since": state.get("since"),
+        "last_fetch": state.get("last_fetch_at"),
+        "backlog": backlog,
+        "progress": f"{done}/{total}",
+        "rate": f"{rate:.1f}/s" if rate else None,
+        "eta": f"{int(backlog / rate)}s" if rate and backlog else None,
+        "message": message,
+    }
+
+
+def _rate(progress: dict[str, Any], now: datetime) -> float | None:
+    started, updated = progress.get("started_at"), progress.get("updated_at")
+    if not isinstance(started, datetime) or not isinstance(updated, datetime):
+        return None
+    moved = int(progress.get("done", 0)) - int(progress.get("done_at_start", 0))
+    seconds = (updated - started).total_seconds()
+    return moved / seconds if moved > 0 and seconds > 0 else None

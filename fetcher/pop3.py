@@ -1,0 +1,137 @@
+"""POP3 through poplib: connect (TLS verified, or STLS), UIDL, RETR, DELE, QUIT."""
+
+from __future__ import annotations
+
+import poplib
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.parser import BytesHeaderParser
+
+from fetcher.ports import FetchedMessage
+from shared.accounts import AccountConfig
+from shared.errors import MailboxRejectedError, MailboxUnavailableError
+from shared.tls import client_context
+
+CONNECT_TIMEOUT = 30.0
+
+
+@contextmanager
+def translated_pop3_errors(account: AccountConfig, *, login: bool = False) -> Iterator[None]:
+    """poplib and socket errors become MailboxError with a short reason."""
+    where = f"{account.host}:{account.port}"
+    try:
+        yield
+    except poplib.error_proto as exc:
+        if login:
+            raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
+        raise MailboxUnavailableError("protocol_error", f"{where}: {exc}") from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise MailboxRejectedError(
+            "tls_certificate", f"TLS certificate of {where} not trusted: {exc.verify_message}"
+        ) from exc
+    except socket.gaierror as exc:
+        raise MailboxUnavailableError(
+            "name_resolution", f"cannot resolve {account.host}: {exc.strerror}"
+        ) from exc
+    except ConnectionRefusedError as exc:
+        raise MailboxUnavailableError(
+            "connection_refused", f"connection refused by {where}"
+        ) from exc
+    except TimeoutError as exc:
+        raise MailboxUnavailableError("timeout", f"{where} did not answer in time") from exc
+    except (ssl.SSLError, OSError, EOFError) as exc:
+        raise MailboxUnavailableError(
+            "connection_failed", f"{where}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class PoplibMailbox:
+    """One logged-in POP3 session; leaving the `with` block sends QUIT only on success.
+
+    QUIT is what makes DELE take effect, so it is sent only when the block ends without an
+    error: a failed run leaves every message on the server.
+    """
+
+    def __init__(self, account: AccountConfig, password: str, *, timeout: float = CONNECT_TIMEOUT):
+        self._account = account
+        self._password = password
+        self._timeout = timeout
+        self._pop: poplib.POP3 | None = None
+
+    def __enter__(self) -> PoplibMailbox:
+        a = self._account
+        context = client_context(a.ca_file)
+        with translated_pop3_errors(a):
+            if a.security == "ssl":
+                pop: poplib.POP3 = poplib.POP3_SSL(
+                    a.host, a.port, timeout=self._timeout, context=context
+                )
+            else:
+                pop = poplib.POP3(a.host, a.port, timeout=self._timeout)
+        try:
+            with translated_pop3_errors(a):
+                if a.security == "starttls":
+                    pop.stls(context)
+            with translated_pop3_errors(a, login=True):
+                pop.user(a.username)
+                pop.pass_(self._password)
+        except BaseException:
+            pop.close()  # a refused login must not leave the socket open
+            raise
+        self._pop = pop
+        return self
+
+    def __exit__(self, exc_type: object, *_exc: object) -> None:
+        pop, self._pop = self._pop, None
+        if pop is None:
+            return
+        try:
+            if exc_type is None:
+                with translated_pop3_errors(self._account):
+                    pop.quit()
+                return
+        finally:
+            pop.close()
+
+    @property
+    def _p(self) -> poplib.POP3:
+        if self._pop is None:
+            raise MailboxUnavailableError("not_connected", "the POP3 session is closed")
+        return self._pop
+
+    def listing(self) -> list[tuple[int, str, int]]:
+        """(message number, UIDL, size) of every message on the server."""
+        with translated_pop3_errors(self._account):
+            _resp, uidls, _octets = self._p.uidl()
+            _resp, sizes, _octets = self._p.list()
+        size_of = dict(_pairs(sizes))
+        return [(n, uidl, int(size_of.get(n, "0"))) for n, uidl in _pairs(uidls)]
+
+    def retrieve(self, number: int, uidl: str, size: int, *, max_bytes: int) -> FetchedMessage:
+        """RETR the message, or only its header (TOP n 0) when it is over `max_bytes`."""
+        oversize = size > max_bytes
+        with translated_pop3_errors(self._account):
+            _resp, lines, _octets = self._p.top(number, 0) if oversize else self._p.retr(number)
+        raw = b"\r\n".join(lines) + b"\r\n"
+        header = BytesHeaderParser().parsebytes(raw)
+        message_id = " ".join(str(header.get("Message-ID") or "").split()) or None
+        return FetchedMessage(
+            number, raw, size, None, oversize=oversize, message_id=message_id, uidl=uidl
+        )
+
+    def delete(self, number: int) -> None:
+        with translated_pop3_errors(self._account):
+            self._p.dele(number)
+
+    def stat(self) -> int:
+        """How many messages the mailbox holds."""
+        with translated_pop3_errors(self._account):
+            return int(self._p.stat()[0])
+
+
+def _pairs(lines: list[bytes]) -> Iterator[tuple[int, str]]:
+    for line in lines:
+        number, _, value = line.decode("ascii", "replace").partition(" ")
+        yield int(number), value.strip()

@@ -1,0 +1,179 @@
+"""One thread per held account: connect, catch up, then IDLE or poll; back off on failure."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import datetime
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+
+from fetcher.adapters import (
+    BrokerEventPublisher,
+    MongoAccounts,
+    MongoPop3Positions,
+    MongoPositionStore,
+    MongoTakenMail,
+)
+from fetcher.health import AccountHealth
+from fetcher.idle import wait_for_mail
+from fetcher.imap import ImapClientMailbox
+from fetcher.pop3 import PoplibMailbox
+from fetcher.pop3sync import Pop3Sync
+from fetcher.settings import FetcherSettings
+from fetcher.sync import ImapSync, SyncResult
+from shared.accounts import Account
+from shared.blobs import GridFsBlobStore
+from shared.crypto import SecretBox
+from shared.errors import MailboxError, TransientError
+from shared.logging import get_logger
+from shared.runtime import open_broker
+from shared.store import Store
+
+log = get_logger("mailintake.fetcher")
+
+
+class AccountRunner:
+    """Fetches one account in its own thread, with its own RabbitMQ connection."""
+
+    def __init__(
+        self,
+        account: Account,
+        *,
+        settings: FetcherSettings,
+        store: Store,
+        box: SecretBox,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.account = account
+        self.stop = threading.Event()
+        self._settings = settings
+        self._store = store
+        self._box = box
+        self._clock = clock
+        self._broker = open_broker(settings)
+        self._publisher = BrokerEventPublisher(self._broker)
+        self._health = AccountHealth(account, MongoAccounts(store), self._publisher)
+        self._thread = threading.Thread(target=self._main, name=f"fetch-{account.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread; True when it ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _main(self) -> None:
+        log.info("account_started", account_id=self.account.id, protocol=self.account.protocol)
+        retrying = Retrying(
+            retry=retry_if_exception_type((MailboxError, TransientError)),
+            wait=wait_exponential(
+                multiplier=self._settings.fetch_backoff_base_seconds,
+                max=self._settings.fetch_backoff_max_seconds,
+            ),
+            stop=lambda _state: self.stop.is_set(),
+            sleep=self._sleep,
+            before_sleep=self._on_failure,
+            reraise=True,
+        )
+        try:
+            while not self.stop.is_set():
+                retrying(self._session)  # a session that got going resets the backoff
+        except (MailboxError, TransientError) as exc:
+            log.info("account_stopped_failing", account_id=self.account.id, error=str(exc))
+        except Exception:
+            log.exception("account_runner_crashed", account_id=self.account.id)
+        finally:
+            self._broker.close()
+            log.info("account_stopped", account_id=self.account.id)
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)  # a stop cuts the backoff short
+
+    def _on_failure(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        a = self.account
+        log.warning("account_retry", account_id=a.id, attempt=state.attempt_number, error=str(exc))
+        if isinstance(exc, MailboxError):
+            try:
+                self._health.failed(exc, now=self._clock())
+            except TransientError as err:  # the notice is published again on the next failure
+                log.warning("account_state_not_saved", account_id=a.id, error=str(err))
+
+    def _session(self) -> None:
+        """One connection's life: catch up, then wait for mail (IDLE) or for the poll interval."""
+        if self.stop.is_set():
+            return
+        if self.account.protocol == "pop3":
+            self._pop3_pass()
+            self.stop.wait(self.account.poll_interval)
+            return
+        with ExitStack() as stack:
+            mailbox = stack.enter_context(self._imap())
+            self._imap_pass(mailbox)
+            if not mailbox.supports_idle():
+                stack.close()
+                self.stop.wait(self.account.poll_interval)
+                return
+            try:
+                self._watch(mailbox)
+            except (MailboxError, TransientError) as exc:
+                # The connection worked: reconnect (and catch up) before calling it an incident.
+                log.info("connection_lost", account_id=self.account.id, error=str(exc))
+                self.stop.wait(1.0)
+
+    def _watch(self, mailbox: ImapClientMailbox) -> None:
+        while not self.stop.is_set():
+            wait_for_mail(mailbox, self.stop, renew_after=self._settings.idle_renew_seconds)
+            if not self.stop.is_set():
+                self._imap_pass(mailbox)
+
+    def _imap(self) -> ImapClientMailbox:
+        return ImapClientMailbox(self.account, self._box.decrypt(self.account.password_enc))
+
+    def _imap_pass(self, mailbox: ImapClientMailbox) -> None:
+        a = self.account
+        sync = ImapSync(
+            a,
+            publisher=self._publisher,
+            positions=MongoPositionStore(self._store, a.tenant_id),
+            taken=MongoTakenMail(self._store, a.tenant_id),
+            blobs=GridFsBlobStore(self._store),
+            clock=self._clock,
+            inline_limit=self._settings.inline_body_limit,
+            batch=self._settings.fetch_batch,
+        )
+        self._done(sync.run(mailbox))
+
+    def _pop3_pass(self) -> None:
+        a = self.account
+        sync = Pop3Sync(
+            a,
+            publisher=self._publisher,
+            positions=MongoPop3Positions(self._store, a.tenant_id),
+            blobs=GridFsBlobStore(self._store),
+            clock=self._clock,
+            inline_limit=self._settings.inline_body_limit,
+        )
+        with PoplibMailbox(a, self._box.decrypt(a.password_enc)) as mailbox:
+            result = sync.run(mailbox)
+        self._done(result)
+
+    def _done(self, result: SyncResult) -> None:
+        self._health.succeeded(now=self._clock())
+        if result.fetched or result.duplicates:
+            log.info(
+                "mail_fetched",
+                account_id=self.account.id,
+                count=result.fetched,
+                duplicates=result.duplicates,
+                deletes_pending=result.pending_deletes,
+            )

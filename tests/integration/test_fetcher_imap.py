@@ -1,0 +1,262 @@
+"""The fetcher on the real Dovecot, RabbitMQ and store: TLS, read flags, deletes, resync, IDLE."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from fetcher.adapters import BrokerEventPublisher, MongoPositionStore, MongoTakenMail
+from fetcher.imap import ImapClientMailbox
+from fetcher.settings import FetcherSettings
+from fetcher.supervisor import Supervisor
+from fetcher.sync import ImapSync, SyncResult
+from shared.accounts import Account
+from shared.blobs import GridFsBlobStore
+from shared.contracts import AccountFailed, MailFetched
+from shared.crypto import SecretBox
+from shared.messaging import Broker
+from shared.settings import Settings
+from shared.store import Store
+from shared.wire import decode_event
+from tests.conftest import Mailbox, make_mail
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def add_account(store: Store, settings: Settings, mailbox: Mailbox, **overrides: Any) -> Account:
+    """An account document as `accounts add` writes it (password encrypted)."""
+    s = mailbox.server
+    assert settings.secret_key is not None
+    box = SecretBox(settings.secret_key.get_secret_value())
+    password = overrides.pop("password", s.password)
+    doc: dict[str, Any] = {
+        "_id": uuid.uuid4().hex[:16],
+        "tenant_id": "t-fetch",
+        "owner_id": "owner-1",
+        "protocol": "imap",
+        "host": s.host,
+        "port": s.imaps_port,
+        "security": "ssl",
+        "username": mailbox.user,
+        "ca_file": s.ca_file,
+        "password_enc": box.encrypt(password),
+        "enabled": True,
+        "state": {"status": "new"},
+        "sync": {},
+        **overrides,
+    }
+    store.accounts.insert_one(doc)
+    return Account.model_validate(doc)
+
+
+def drain(broker: Broker, queue: str) -> list[Any]:
+    """Every event waiting in `queue` (taken and acked)."""
+    events = []
+    while (got := broker.get(queue)) is not None:
+        message, tag = got
+        events.append(decode_event(message)[0])
+        broker.ack(tag)
+    return events
+
+
+def imap_sync(account: Account, store: Store, broker: Broker, settings: Settings) -> ImapSync:
+    return ImapSync(
+        account,
+        publisher=BrokerEventPublisher(broker),
+        positions=MongoPositionStore(store, account.tenant_id),
+        taken=MongoTakenMail(store, account.tenant_id),
+        blobs=GridFsBlobStore(store),
+        clock=now,
+        inline_limit=settings.inline_body_limit,
+    )
+
+
+def run_once(account: Account, store: Store, broker: Broker, settings: Settings) -> SyncResult:
+    with ImapClientMailbox(account, mailbox_password(settings, account)) as box:
+        return imap_sync(account, store, broker, settings).run(box)
+
+
+def mailbox_password(settings: Settings, account: Account) -> str:
+    assert settings.secret_key is not None
+    return SecretBox(settings.secret_key.get_secret_value()).decrypt(account.password_enc)
+
+
+def binder_queue(broker: Broker) -> str:
+    return broker.topology.work_queue("binder")
+
+
+def test_imap_over_tls_publishes_unread_mail_and_marks_it_read(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
+) -> None:
+    mailbox.append(make_mail("a@x.org", "already read"), flags="\\Seen")
+    mailbox.append(make_mail("b@x.org", "one"))
+    mailbox.append(make_mail("c@x.org", "two"))
+    account = add_account(store, settings, mailbox)
+
+    assert run_once(account, store, broker, settings).fetched == 2
+    events = drain(broker, binder_queue(broker))
+    assert [e.uid for e in events] == [2, 3]
+    assert all(isinstance(e, MailFetched) and e.protocol == "imap" for e in events)
+    assert all("\\Seen" in f for f in mailbox.flags())
+    assert run_once(account, store, broker, settings).fetched == 0
+    doc = store.accounts.find_one({"_id": account.id})
+    assert doc is not None and doc["sync"]["INBOX"]["last_uid"] == 3
+    assert doc["progress"]["done"] == doc["progress"]["total"] == 2
+
+
+def test_starttls_and_delete_after_import_expunge_loaded_mail(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
+) -> None:
+    for i in range(3):
+        mailbox.append(make_mail("a@x.org", f"mail {i}"))
+    account = add_account(
+        store,
+        settings,
+        mailbox,
+        port=mailbox.server.imap_port,
+        security="starttls",
+        delete_after_import=True,
+    )
+    result = run_once(account, store, broker, settings)
+    assert result.fetched == 3 and not result.pending_deletes
+    assert len(drain(broker, binder_queue(broker))) == 3
+    assert mailbox.count() == 0
+
+
+def test_oversize_mail_travels_as_its_header_and_is_not_fetched_again(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
+) -> None:
+    mailbox.append(make_mail("a@x.org", "huge", body="x" * 8000))
+    account = add_account(store, settings, mailbox, max_message_bytes=2048)
+    run_once(account, store, broker, settings)
+    [event] = drain(broker, binder_queue(broker))
+    assert isinstance(event, MailFetched) and event.oversize and event.size > 8000
+    assert "\\Seen" in mailbox.flags()[0]
+    assert run_once(account, store, broker, settings).fetched == 0
+
+
+def recreate_folder(mailbox: Mailbox, folder: str) -> None:
+    client = mailbox.connect()
+    try:
+        client.delete(folder)
+        client.create(folder)
+    finally:
+        client.logout()
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
+) -> None:
+    folder = "Orders"
+    client = mailbox.connect()
+    client.create(folder)
+    client.logout()
+    mails = [make_mail("a@x.org", f"order {i}") for i in range(3)]
+    for raw in mails:
+        mailbox.append(raw, folder=folder)
+    account = add_account(store, settings, mailbox, folder=folder)
+    assert run_once(account, store, broker, settings).fetched == 3
+
+    recreate_folder(mailbox, folder)
+    for raw in [*mails, make_mail("b@x.org", "a new one")]:
+        mailbox.append(raw, folder=folder)
+    result = run_once(account, store, broker, settings)
+
+    assert (result.fetched, result.duplicates) == (1, 3)
+    events = drain(broker, binder_queue(broker))
+    assert len(events) == 4 and len({e.email_id for e in events}) == 4
+    assert all("\\Seen" in f for f in mailbox.flags(folder))
+
+
+@pytest.fixture
+def fetcher_settings(settings: Settings) -> FetcherSettings:
+    return FetcherSettings.model_validate(
+        {
+            **settings.model_dump(),
+            "fetch_backoff_base_seconds": 0.1,
+            "fetch_backoff_max_seconds": 0.5,
+            "lease_seconds": 3.0,
+        }
+    )
+
+
+@pytest.fixture
+def supervisor(fetcher_settings: FetcherSettings, store: Store) -> Iterator[Supervisor]:
+    stop = threading.Event()
+    sup = Supervisor(fetcher_settings, store, stop, clock=now)
+    thread = threading.Thread(target=sup.run, daemon=True)
+    thread.start()
+    yield sup
+    stop.set()
+    thread.join(30)
+
+
+def test_idle_delivers_new_mail_long_before_the_poll_interval(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings, supervisor: Supervisor
+) -> None:
+    account = add_account(store, settings, mailbox, poll_interval=60)
+    wait_until(
+        lambda: (
+            (store.accounts.find_one({"_id": account.id}) or {}).get("state", {}).get("status")
+            == "ok"
+        ),
+        timeout=15,
+        what="the first pass",
+    )
+    time.sleep(0.5)  # let the runner enter IDLE (the mail must not be found by the first pass)
+    mailbox.append(make_mail("a@x.org", "arrives during IDLE"))
+    queue = binder_queue(broker)
+    wait_until(lambda: broker.queue_counts(queue)[0] == 1, timeout=10, what="the IDLE push")
+    assert "\\Seen" in mailbox.flags()[0]
+
+
+def test_wrong_password_is_an_error_with_one_account_failed(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings, supervisor: Supervisor
+) -> None:
+    account = add_account(store, settings, mailbox, password="wrong-password")
+    retries: set[object] = set()
+
+    def failed_several_times() -> bool:
+        state = (store.accounts.find_one({"_id": account.id}) or {}).get("state", {})
+        if state.get("status") == "error":
+            retries.add(state.get("updated_at"))  # each retry of the incident updates it
+        return len(retries) >= 4
+
+    wait_until(failed_several_times, timeout=30, what="the account in error")
+    state = (store.accounts.find_one({"_id": account.id}) or {})["state"]
+    assert state["reason"] == "login_rejected" and state["since"] is not None
+    failed = drain(broker, broker.topology.work_queue("notifier"))
+    assert len(failed) == 1
+    assert isinstance(failed[0], AccountFailed) and failed[0].owner_id == "owner-1"
+    assert "wrong-password" not in failed[0].message
+
+
+def test_other_accounts_keep_fetching_while_one_fails(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings, supervisor: Supervisor
+) -> None:
+    add_account(store, settings, mailbox, password="wrong-password")
+    other = Mailbox(mailbox.server, f"u{uuid.uuid4().hex[:12]}")
+    other.append(make_mail("a@x.org", "for the healthy account"))
+    add_account(store, settings, other)
+    queue = binder_queue(broker)
+    wait_until(lambda: broker.queue_counts(queue)[0] == 1, timeout=15, what="the healthy mail")
+
+
+def test_disabling_an_account_releases_its_lease(
+    mailbox: Mailbox, store: Store, settings: Settings, supervisor: Supervisor
+) -> None:
+    account = add_account(store, settings, mailbox)
+    wait_until(lambda: account.id in supervisor.runners, timeout=10, what="the lease")
+    store.accounts.update_one({"_id": account.id}, {"$set": {"enabled": False}})
+    wait_until(lambda: account.id not in supervisor.runners, timeout=3, what="the stop")

@@ -1,0 +1,349 @@
+"""ImapSync, Pop3Sync, AccountHealth and IDLE waiting on fakes of the fetcher's own ports."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from fetcher.health import AccountHealth
+from fetcher.idle import wait_for_mail
+from fetcher.pop3sync import Pop3Sync
+from fetcher.ports import FetchedMessage, FolderState, Position
+from fetcher.sync import ImapSync
+from shared.accounts import Account
+from shared.contracts import AccountFailed, Event, MailFetched
+from shared.errors import MailboxRejectedError, PublishNotConfirmedError
+from tests.fakes import FakeBlobStore
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def account(**overrides: Any) -> Account:
+    fields: dict[str, Any] = {
+        "_id": "acc1",
+        "tenant_id": "t1",
+        "owner_id": "owner",
+        "protocol": "imap",
+        "host": "mail.example.com",
+        "username": "u",
+        "password_enc": "x",
+    }
+    return Account.model_validate({**fields, **overrides})
+
+
+def mail(
+    uid: int, *, seen: bool = False, size: int = 100, mid: str | None = None
+) -> dict[str, Any]:
+    return {"uid": uid, "seen": seen, "size": size, "mid": mid or f"<{uid}@x>", "deleted": False}
+
+
+@dataclass
+class FakeImapMailbox:
+    messages: list[dict[str, Any]]
+    uidvalidity: int = 7
+    uidplus: bool = True
+    expunged: list[int] = field(default_factory=list)
+
+    def select(self, folder: str) -> FolderState:
+        return FolderState(self.uidvalidity, max((m["uid"] for m in self.messages), default=0) + 1)
+
+    def search(self, criteria: Sequence[str]) -> list[int]:
+        low = int(criteria[1].split(":")[0]) if criteria[0] == "UID" else 1
+        unseen = "UNSEEN" in criteria
+        return [m["uid"] for m in self.messages if m["uid"] >= low and not (unseen and m["seen"])]
+
+    def fetch(self, uids: Sequence[int], *, max_bytes: int) -> Iterator[FetchedMessage]:
+        for m in self.messages:
+            if m["uid"] in uids:
+                big = m["size"] > max_bytes
+                raw = b"Message-ID: " + m["mid"].encode() + (b"\r\n" if big else b"\r\n\r\nbody")
+                yield FetchedMessage(m["uid"], raw, m["size"], NOW, big, m["mid"])
+
+    def mark_seen(self, uids: Sequence[int]) -> None:
+        for m in self.messages:
+            m["seen"] = m["seen"] or m["uid"] in uids
+
+    def delete(self, uids: Sequence[int]) -> bool:
+        if not self.uidplus:
+            return False
+        self.expunged.extend(uids)
+        self.messages = [m for m in self.messages if m["uid"] not in uids]
+        return True
+
+
+@dataclass
+class FakePublisher:
+    events: list[Event] = field(default_factory=list)
+    fail_after: int | None = None
+
+    def publish(self, events: Sequence[tuple[Event, bytes | None]]) -> None:
+        for event, _payload in events:
+            if self.fail_after is not None and len(self.events) >= self.fail_after:
+                raise PublishNotConfirmedError("nacked")
+            self.events.append(event)
+
+
+@dataclass
+class FakePositions:
+    positions: dict[str, Position] = field(default_factory=dict)
+    progress_doc: dict[str, Any] = field(default_factory=dict)
+    pending: bool | None = None
+
+    def get(self, account_id: str, folder: str) -> Position | None:
+        return self.positions.get(folder)
+
+    def save(self, account_id: str, folder: str, position: Position) -> None:
+        self.positions[folder] = position
+
+    def begin_progress(self, account_id: str, *, remaining: int, now: datetime) -> int:
+        done, total = self.progress_doc.get("done", 0), self.progress_doc.get("total", 0)
+        base = done if done < total else 0
+        self.progress_doc = {"done": base, "total": base + remaining}
+        return int(base)
+
+    def progress(self, account_id: str, *, done: int, now: datetime) -> None:
+        self.progress_doc["done"] = done
+
+    def deletes_pending(self, account_id: str, pending: bool) -> None:
+        self.pending = pending
+
+
+@dataclass
+class FakeTakenMail:
+    prints: dict[str, str] = field(default_factory=dict)
+
+    def known(self, account_id: str, fingerprints: Sequence[str]) -> set[str]:
+        return {f for f in fingerprints if f in self.prints}
+
+    def remember(self, account_id: str, entries: Sequence[tuple[str, str]]) -> None:
+        self.prints.update(entries)
+
+
+@dataclass
+class World:
+    publisher: FakePublisher = field(default_factory=FakePublisher)
+    positions: FakePositions = field(default_factory=FakePositions)
+    taken: FakeTakenMail = field(default_factory=FakeTakenMail)
+
+    def sync(self, acc: Account, batch: int = 2) -> ImapSync:
+        return ImapSync(
+            acc,
+            publisher=self.publisher,
+            positions=self.positions,
+            taken=self.taken,
+            blobs=FakeBlobStore(),
+            clock=lambda: NOW,
+            inline_limit=10_000,
+            batch=batch,
+        )
+
+    def uids(self) -> list[int | None]:
+        return [e.uid for e in self.publisher.events if isinstance(e, MailFetched)]
+
+
+def test_unseen_first_load_takes_unread_mail_and_marks_it_read() -> None:
+    box = FakeImapMailbox([mail(1, seen=True), mail(2), mail(3)])
+    w = World()
+    result = w.sync(account()).run(box)
+    assert result.fetched == 2 and w.uids() == [2, 3]
+    assert all(m["seen"] for m in box.messages)
+    assert w.positions.positions["INBOX"] == Position(7, 3)
+    assert w.positions.progress_doc == {"done": 2, "total": 2}
+
+
+def test_all_and_new_initial_sync() -> None:
+    box = FakeImapMailbox([mail(1, seen=True), mail(2)])
+    w = World()
+    w.sync(account(initial_sync="all")).run(box)
+    assert w.uids() == [1, 2]
+    w2 = World()
+    w2.sync(account(initial_sync="new")).run(box)
+    assert w2.uids() == [] and w2.positions.positions["INBOX"] == Position(7, 2)
+    box.messages.append(mail(3))
+    w2.sync(account(initial_sync="new")).run(box)
+    assert w2.uids() == [3]
+
+
+def test_position_advances_only_after_a_confirmed_publish() -> None:
+    box = FakeImapMailbox([mail(u) for u in range(1, 6)])
+    w = World(publisher=FakePublisher(fail_after=2))
+    with pytest.raises(PublishNotConfirmedError):
+        w.sync(account(), batch=2).run(box)
+    assert w.positions.positions["INBOX"] == Position(7, 2)
+    assert [m["seen"] for m in box.messages] == [True, True, False, False, False]
+    w.publisher.fail_after = None
+    w.sync(account(), batch=2).run(box)
+    assert w.uids() == [1, 2, 3, 4, 5]
+    assert w.positions.progress_doc == {"done": 5, "total": 5}  # the load resumed its count
+
+
+def test_uidvalidity_change_resyncs_without_duplicates() -> None:
+    box = FakeImapMailbox([mail(1), mail(2)])
+    w = World()
+    w.sync(account()).run(box)
+    box.uidvalidity, box.messages = 8, [mail(1, mid="<1@x>"), mail(2, mid="<2@x>"), mail(3)]
+    result = w.sync(account()).run(box)
+    assert result.fetched == 1 and result.duplicates == 2
+    assert w.uids() == [1, 2, 3]
+    assert all(m["seen"] for m in box.messages)
+    assert w.positions.positions["INBOX"] == Position(8, 3)
+
+
+def test_oversize_mail_is_published_as_its_header_and_never_deleted() -> None:
+    box = FakeImapMailbox([mail(1), mail(2, size=50 * 1024 * 1024)])
+    w = World()
+    w.sync(account(delete_after_import=True)).run(box)
+    big = w.publisher.events[1]
+    assert (
+        isinstance(big, MailFetched)
+        and big.oversize
+        and "over the limit" in str(big.oversize_detail)
+    )
+    assert box.expunged == [1]
+    assert [m["uid"] for m in box.messages] == [2] and box.messages[0]["seen"]
+    assert w.positions.pending is False
+
+
+def test_without_uidplus_deletes_are_pending_and_mail_is_marked_read() -> None:
+    box = FakeImapMailbox([mail(1)], uidplus=False)
+    w = World()
+    result = w.sync(account(delete_after_import=True)).run(box)
+    assert result.pending_deletes and w.positions.pending is True
+    assert box.messages[0]["seen"] and box.expunged == []
+
+
+@dataclass
+class FakePop3:
+    listing_: list[tuple[int, str, int]]
+    deleted: list[int] = field(default_factory=list)
+
+    def listing(self) -> list[tuple[int, str, int]]:
+        return list(self.listing_)
+
+    def retrieve(self, number: int, uidl: str, size: int, *, max_bytes: int) -> FetchedMessage:
+        return FetchedMessage(
+            number, b"Subject: x\r\n\r\n", size, None, size > max_bytes, None, uidl
+        )
+
+    def delete(self, number: int) -> None:
+        self.deleted.append(number)
+
+
+@dataclass
+class FakePop3Positions:
+    taken_: set[str] = field(default_factory=set)
+    oversize: set[str] = field(default_factory=set)
+
+    def taken(self, account_id: str) -> tuple[set[str], set[str]]:
+        return set(self.taken_), set(self.oversize)
+
+    def save_taken(self, account_id: str, taken: set[str], oversize: set[str]) -> None:
+        self.taken_, self.oversize = set(taken), set(oversize)
+
+
+def pop3_sync(acc: Account, pub: FakePublisher, pos: FakePop3Positions) -> Pop3Sync:
+    return Pop3Sync(
+        acc,
+        publisher=pub,
+        positions=pos,
+        blobs=FakeBlobStore(),
+        clock=lambda: NOW,
+        inline_limit=9999,
+    )
+
+
+def test_pop3_takes_each_uidl_once_and_prunes_what_the_server_dropped() -> None:
+    acc, pub, pos = account(protocol="pop3"), FakePublisher(), FakePop3Positions({"gone"})
+    box = FakePop3([(1, "a", 10), (2, "b", 10)])
+    pop3_sync(acc, pub, pos).run(box)
+    pop3_sync(acc, pub, pos).run(box)
+    assert [e.uidl for e in pub.events if isinstance(e, MailFetched)] == ["a", "b"]
+    assert pos.taken_ == {"a", "b"} and box.deleted == []
+
+
+def test_pop3_delete_after_import_deletes_loaded_mail_but_not_oversize() -> None:
+    acc = account(protocol="pop3", delete_after_import=True)
+    pub, pos = FakePublisher(), FakePop3Positions()
+    box = FakePop3([(1, "a", 10), (2, "big", 30 * 1024 * 1024)])
+    pop3_sync(acc, pub, pos).run(box)
+    assert box.deleted == [1] and pos.oversize == {"big"}
+
+
+def test_pop3_nothing_is_deleted_or_remembered_when_the_publish_fails() -> None:
+    acc = account(protocol="pop3", delete_after_import=True)
+    pub, pos = FakePublisher(fail_after=0), FakePop3Positions()
+    box = FakePop3([(1, "a", 10)])
+    with pytest.raises(PublishNotConfirmedError):
+        pop3_sync(acc, pub, pos).run(box)
+    assert box.deleted == [] and pos.taken_ == set()
+
+
+@dataclass
+class FakeStates:
+    saved: list[dict[str, Any]] = field(default_factory=list)
+
+    def save_state(self, account: Account, state: dict[str, Any]) -> None:
+        self.saved.append(dict(state))
+
+
+def test_one_account_failed_per_incident_and_a_new_one_after_recovery() -> None:
+    states, pub = FakeStates(), FakePublisher()
+    health = AccountHealth(account(), states, pub)
+    error = MailboxRejectedError("login_rejected", "login rejected by mail.example.com:993")
+    health.failed(error, now=NOW)
+    health.failed(error, now=NOW.replace(minute=5))
+    assert len(pub.events) == 1
+    first = pub.events[0]
+    assert isinstance(first, AccountFailed) and first.reason == "login_rejected"
+    assert health.state["status"] == "error" and health.state["since"] == NOW
+    health.succeeded(now=NOW.replace(minute=10))
+    assert health.state["status"] == "ok" and "incident_id" not in health.state
+    health.failed(error, now=NOW.replace(minute=20))
+    assert len(pub.events) == 2
+    second = pub.events[1]
+    assert isinstance(second, AccountFailed) and second.incident_id != first.incident_id
+
+
+def test_an_incident_survives_a_restart_without_a_second_notice() -> None:
+    states, pub = FakeStates(), FakePublisher()
+    error = MailboxRejectedError("login_rejected", "login rejected")
+    AccountHealth(account(), states, pub).failed(error, now=NOW)
+    restarted = AccountHealth(account(state=states.saved[-1]), states, pub)
+    restarted.failed(error, now=NOW.replace(minute=1))
+    assert len(pub.events) == 1
+
+
+@dataclass
+class FakeIdle:
+    script: list[list[Any]]
+    calls: list[str] = field(default_factory=list)
+
+    def idle_start(self) -> None:
+        self.calls.append("idle")
+
+    def idle_wait(self, timeout: float) -> list[Any]:
+        return self.script.pop(0) if self.script else [(b"OK", b"Still here")]
+
+    def idle_stop(self) -> None:
+        self.calls.append("done")
+
+    def noop(self) -> None:
+        self.calls.append("noop")
+
+
+def test_idle_returns_on_new_mail_and_checks_liveness() -> None:
+    box = FakeIdle([[(b"OK", b"Still here")], [(3, b"EXISTS")]])
+    assert wait_for_mail(box, threading.Event(), renew_after=600) is True
+    assert box.calls == ["idle", "done", "noop"]
+
+
+def test_idle_is_reissued_when_renewal_is_due() -> None:
+    ticks = iter(range(0, 10_000, 100))
+    box = FakeIdle([])
+    changed = wait_for_mail(box, threading.Event(), renew_after=500, clock=lambda: next(ticks))
+    assert changed is False and box.calls == ["idle", "done", "noop"]
