@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from ops import accounts, crm, demo, listings, run
+from ops import accounts, crm, demo, dlq, listings, managers, queues, run, webhooks
 from ops.context import Context
 from ops.output import UserError
 from shared.errors import ConfigError, MailintakeError
+from shared.logging import configure_logging
 
-MODULES = (accounts, crm, listings, run, demo)
+MODULES = (accounts, crm, listings, managers, webhooks, queues, dlq, run, demo)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging("console", "ERROR")  # a command says what went wrong in its one line
+    logging.getLogger().setLevel(logging.CRITICAL)  # pika logs each failed connect attempt
+    ctx: Context | None = None
     try:
-        return int(args.func(args, Context()) or EXIT_OK)
+        ctx = Context()
+        return int(args.func(args, ctx) or EXIT_OK)
     except (UserError, ConfigError) as exc:
         print(f"mailintake: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -42,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    finally:
+        if ctx is not None:
+            ctx.close()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ from pydantic import ValidationError
 from ops.output import UserError
 from shared.crypto import SecretBox
 from shared.errors import StoreUnavailableError
+from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
+from shared.topology import Topology
 
 
 @dataclass
@@ -30,8 +32,29 @@ class Context:
         try:
             store.ping()
         except StoreUnavailableError as exc:
-            raise UserError(f"the store is down: {exc}") from exc
+            short = str(exc).split(" (configured timeouts")[0].split(", Timeout:")[0]
+            raise StoreUnavailableError(f"the store is down: {short}") from exc
         return store
+
+    @cached_property
+    def topology(self) -> Topology:
+        return Topology(self.settings.namespace, self.settings.delivery_limit)
+
+    @cached_property
+    def broker(self) -> Broker:
+        """A connected broker; BrokerUnavailableError (naming the address) if it is down."""
+        broker = Broker(
+            self.settings.amqp_url.get_secret_value(), self.topology, connect_timeout=3.0
+        )
+        broker.connect()
+        return broker
+
+    def close(self) -> None:
+        """Close whatever this run opened."""
+        if "broker" in self.__dict__:
+            self.broker.close()
+        if "store" in self.__dict__:
+            self.store.close()
 
     @cached_property
     def secrets(self) -> SecretBox:

@@ -52,3 +52,23 @@ def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *, as_json: 
         print_json(list(rows))
     else:
         print_table(rows, columns)
+
+
+class Progress:
+    """A progress line on stderr for long work: redrawn on a terminal, every 100 steps if not."""
+
+    def __init__(self, what: str, total: int | None) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self._tty = sys.stderr.isatty()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self._tty:
+            of = f"/{self.total}" if self.total else ""
+            print(f"\r  {self.what} {self.done}{of}", end="", file=sys.stderr, flush=True)
+        elif self.done % 100 == 0:
+            print(f"  {self.what} {self.done}", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self._tty and self.done:
+            print(file=sys.stderr)

@@ -12,6 +12,7 @@ from types import FrameType
 from typing import Any
 
 from ops.context import Context
+from shared.checks import check_stage
 
 STAGES = ("fetcher", "binder", "assigner", "notifier")
 
@@ -24,10 +25,19 @@ def register(commands: Any) -> None:
         "processes. SIGTERM finishes the message in hand, then exits.",
     )
     r.add_argument("stage", choices=[*STAGES, "all"])
+    r.add_argument(
+        "--check",
+        action="store_true",
+        help="do not run: exit 0 if the stage is ready, else 1 (asks the running process's "
+        "/readyz when MAILINTAKE_METRICS_PORT is set, else checks RabbitMQ and the store)",
+    )
     r.set_defaults(func=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace, _ctx: Context) -> int:
+def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.check:
+        stages = STAGES if args.stage == "all" else (args.stage,)
+        return max(check_stage(stage, ctx.settings) for stage in stages)
     if args.stage != "all":
         module = importlib.import_module(f"{args.stage}.__main__")
         return int(module.main())

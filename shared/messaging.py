@@ -151,6 +151,18 @@ class Broker:
             ok = self.channel.queue_declare(queue, passive=True).method
             return int(ok.message_count), int(ok.consumer_count)
 
+    def queue_exists(self, queue: str) -> bool:
+        """Whether `queue` is declared (a passive declare; RabbitMQ closes the channel if not)."""
+        try:
+            with self._translated(f"inspect {queue}"):
+                self.channel.queue_declare(queue, passive=True)
+        except BrokerUnavailableError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, pex.ChannelClosedByBroker) and cause.reply_code == 404:
+                return False
+            raise
+        return True
+
     # -- publishing ---------------------------------------------------------------------
     def publish(self, messages: Sequence[Outgoing]) -> None:
         """Publish each message and wait for RabbitMQ's confirm; raise if one is refused."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared.errors import StoreUnavailableError
+from shared.health import serve, stage_readiness
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Broker
+from shared.metrics import outcome_recorder
 from shared.settings import Settings
 from shared.store import Store
 from shared.topology import Topology
@@ -56,10 +59,22 @@ def run_stage(
     """Run one consuming stage (binder, assigner, notifier) until SIGTERM; the exit code."""
     settings = settings or Settings()
     configure_logging(settings.log_format, settings.log_level)
+    if "--check" in sys.argv[1:]:  # `python -m binder --check`: readiness as the exit code
+        from shared.checks import check_stage
+
+        return check_stage(stage, settings)
     store = open_store(settings)
     worker = StageWorker(
-        stage, open_broker(settings), build_handler(settings, store), policy=retry_policy(settings)
+        stage,
+        open_broker(settings),
+        build_handler(settings, store),
+        policy=retry_policy(settings),
+        on_outcome=outcome_recorder(stage),
     )
+    endpoints = None
+    if settings.metrics_port is not None:
+        readiness = stage_readiness(worker.consuming, store.ping, worker.queue)
+        endpoints = serve(settings.metrics_port, readiness)
     if stop is None:
         install_stop_signals(worker.stop)
     else:
@@ -68,5 +83,7 @@ def run_stage(
     try:
         worker.run()
     finally:
+        if endpoints is not None:
+            endpoints.shutdown()
         store.close()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -85,9 +86,11 @@ class StageWorker:
         self._on_outcome = on_outcome
         self.stop = threading.Event()
         self.consuming = threading.Event()
+        self._started = time.monotonic()
 
     def handle(self, message: Incoming) -> list[Outgoing]:
         """Decode, run the handler with the ids bound to the log context, encode the outputs."""
+        self._started = time.monotonic()
         event, payload = decode_event(message)
         with structlog.contextvars.bound_contextvars(
             tenant_id=event.tenant_id,
@@ -98,7 +101,14 @@ class StageWorker:
         ):
             outputs = self._handler(event, payload)
             log.debug("event_handled", event_type=event.event_type, outputs=len(outputs))
-        return [encode_event(e) for e in outputs]
+        encoded = [encode_event(e) for e in outputs]
+        self._report("ok", event)
+        return encoded
+
+    def _report(self, outcome: str, event: Event | None) -> None:
+        """Tell the `on_outcome` hook (metrics): ok, retried or dead_lettered, and the time."""
+        if self._on_outcome is not None:
+            self._on_outcome(outcome, event, time.monotonic() - self._started)
 
     def settle(self, message: Incoming, exc: BaseException) -> list[Outgoing]:
         outputs = settle_failure(message, exc, self._policy)
@@ -111,6 +121,8 @@ class StageWorker:
             to=outputs[0].routing_key,
             exc_info=not isinstance(exc, PermanentError | StoreUnavailableError),
         )
+        dead = outputs[0].routing_key == Topology.dead_letter_queue(message.queue)
+        self._report("dead_lettered" if dead else "retried", None)
         return outputs
 
     def run(self) -> None:

@@ -1,0 +1,196 @@
+"""`mailintake dlq list|show|replay|purge QUEUE`: look after dead-lettered messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from ops.context import Context
+from ops.deadletters import DeadLetter, parse_age
+from ops.output import Progress, UserError, emit, print_json
+from shared.wire import JSON
+
+LIST_COLUMNS = ["id", "failed_at", "type", "tenant", "account", "email", "replays", "reason"]
+QUEUE_HELP = "the stage or queue: binder, binder.in, mailintake.binder.in.dlq, ..."
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "dlq",
+        help="list, show, replay or purge dead-lettered messages",
+        description="Messages that kept failing wait in <queue>.dlq with the reason. Fix the "
+        "cause, then replay them: every stage is idempotent, so a replay is safe to repeat.",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, func, text in (
+        ("list", cmd_list, "one line per dead-lettered message: id, when, ids, reason"),
+        ("show", cmd_show, "everything about the messages (headers, x-death, event)"),
+    ):
+        q = sub.add_parser(name, help=text, description=text)
+        _common(q)
+        q.add_argument("--id", help="only the message with this id")
+        q.add_argument("--limit", type=int, default=500, help="look at most at N (default 500)")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        q.set_defaults(func=func)
+    _replay_parser(sub)
+    g = sub.add_parser("purge", help="delete every message of a dead-letter queue")
+    g.add_argument("queue", metavar="QUEUE", help=QUEUE_HELP)
+    g.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    g.set_defaults(func=cmd_purge)
+
+
+def _common(q: argparse.ArgumentParser) -> None:
+    q.add_argument("queue", metavar="QUEUE", help=QUEUE_HELP)
+    q.add_argument("--reason", help="only messages whose reason contains this text")
+    q.add_argument("--older-than", metavar="AGE", help="only messages that failed AGE ago: 15m, 2h")
+
+
+def _replay_parser(sub: Any) -> None:
+    r = sub.add_parser(
+        "replay",
+        help="send dead-lettered messages back to their work queue",
+        description="Republishes each chosen message to its work queue (publisher confirms), "
+        "marked with mailintake-replayed-at and mailintake-replay-count, and removes the "
+        "dead-letter copy only once RabbitMQ confirmed the new one.",
+    )
+    _common(r)
+    which = r.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="replay the message with this id")
+    which.add_argument("--all", action="store_true", help="replay every (matching) message")
+    r.add_argument("--dry-run", action="store_true", help="say what would be replayed, do nothing")
+    r.add_argument("--limit", type=int, help="replay at most N messages")
+    r.add_argument("--rate", type=float, help="at most R messages per second")
+    r.set_defaults(func=cmd_replay)
+
+
+def dead_letter_queue(ctx: Context, name: str) -> str:
+    """The DLQ named by a stage or queue name; UserError if unknown or not declared."""
+    try:
+        queue = ctx.topology.resolve(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if queue.endswith(".retry"):
+        raise UserError(f"{queue} is a retry queue; name its stage or its .dlq")
+    dlq = queue if queue.endswith(".dlq") else ctx.topology.dead_letter_queue(queue)
+    if not ctx.broker.queue_exists(dlq):
+        raise UserError(f"queue {dlq} does not exist yet (no stage has declared it)")
+    return dlq
+
+
+@contextmanager
+def taken(ctx: Context, dlq: str, limit: int | None = None) -> Iterator[Iterator[DeadLetter]]:
+    """The DLQ's messages, held unacked; whatever is not acked goes back, in order, at the end.
+
+    Bounded by the depth at the start, so messages dead-lettered meanwhile are not taken.
+    """
+    depth, _consumers = ctx.broker.queue_counts(dlq)
+    count = depth if limit is None else min(depth, limit)
+
+    def messages() -> Iterator[DeadLetter]:
+        for _ in range(count):
+            got = ctx.broker.get(dlq)
+            if got is None:
+                return
+            yield DeadLetter(*got)
+
+    try:
+        yield messages()
+    finally:
+        ctx.broker.requeue_all()
+
+
+def _selector(args: argparse.Namespace) -> Callable[[DeadLetter], bool]:
+    age, now = parse_age(args.older_than), datetime.now(UTC)
+
+    def selected(d: DeadLetter) -> bool:
+        if args.id and d.id != args.id:
+            return False
+        return d.matches(args.reason, age, now)
+
+    return selected
+
+
+def _found(ctx: Context, args: argparse.Namespace) -> tuple[str, list[DeadLetter]]:
+    dlq = dead_letter_queue(ctx, args.queue)
+    selected = _selector(args)
+    with taken(ctx, dlq, args.limit) as messages:
+        found = [d for d in messages if selected(d)]
+    if args.id and not found:
+        raise UserError(f"no message with id {args.id!r} in {dlq} (see `mailintake dlq list`)")
+    return dlq, found
+
+
+def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    _dlq, found = _found(ctx, args)
+    emit([d.summary() for d in found], LIST_COLUMNS, as_json=args.json)
+    return 0
+
+
+def _details(d: DeadLetter) -> dict[str, Any]:
+    m = d.message
+    event: Any = f"({len(m.body)} bytes of {m.content_type})"
+    if m.content_type == JSON:
+        event = m.body.decode(errors="replace")
+    headers = {k: v for k, v in m.headers.items() if k != "x-death"}
+    return {**d.summary(), "routing_key": m.routing_key, "headers": headers, "body": event}
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    _dlq, found = _found(ctx, args)
+    if args.json:
+        print_json([_details(d) for d in found])
+        return 0
+    for d in found:
+        for key, value in _details(d).items():
+            print(f"{key:>12}: {value}")
+        print()
+    if not found:
+        print("(none)")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
+    dlq = dead_letter_queue(ctx, args.queue)
+    work_queue, selected = dlq.removesuffix(".dlq"), _selector(args)
+    limit = args.limit if args.limit is not None else sys.maxsize
+    done = 0
+    progress = Progress("replayed", 1 if args.id else ctx.broker.queue_counts(dlq)[0])
+    with taken(ctx, dlq) as messages:
+        for d in messages:
+            if done >= limit:
+                break
+            if not selected(d):
+                continue
+            if args.dry_run:
+                print(f"would replay {d.id} to {work_queue}: {d.reason}")
+            else:
+                ctx.broker.publish([d.replay_copy(work_queue, datetime.now(UTC))])
+                ctx.broker.ack(d.delivery_tag)  # only now: the copy is confirmed
+                progress.step()
+                if args.rate:
+                    time.sleep(1.0 / args.rate)
+            done += 1
+    progress.finish()
+    if args.id and done == 0:
+        raise UserError(f"no message with id {args.id!r} in {dlq} (see `mailintake dlq list`)")
+    verb = "would replay" if args.dry_run else "replayed"
+    print(f"{verb} {done} message(s) from {dlq} to {work_queue}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
+    dlq = dead_letter_queue(ctx, args.queue)
+    depth, _consumers = ctx.broker.queue_counts(dlq)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"purging {dlq} needs confirmation: run it in a terminal or add --yes")
+        answer = input(f"Delete all {depth} message(s) of {dlq}? Type the queue name: ")
+        if answer.strip() != dlq:
+            raise UserError("not confirmed; nothing was deleted")
+    print(f"purged {ctx.broker.purge(dlq)} message(s) from {dlq}")
+    return 0
