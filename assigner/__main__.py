@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 
-from assigner.adapters import MongoManagerRotation
+from assigner.adapters import MongoAssignmentRecords, MongoManagerRotation
 from assigner.handlers import handle_mail_bound
 from shared.contracts import Event, MailBound
 from shared.errors import InvalidEventError
@@ -17,11 +17,12 @@ from shared.worker import EventHandler
 
 def build_handler(_settings: Settings, store: Store) -> EventHandler:
     rotation = MongoManagerRotation(store)
+    records = MongoAssignmentRecords(store)
 
     def handle(event: Event, _payload: bytes | None) -> list[Event]:
         if not isinstance(event, MailBound) or event.event_type != MailBound.event_type:
             raise InvalidEventError(f"the assigner takes mail.bound, not {event.event_type}")
-        return handle_mail_bound(event, rotation=rotation, now=datetime.now(UTC))
+        return handle_mail_bound(event, rotation=rotation, records=records, now=datetime.now(UTC))
 
     return handle
 

@@ -1,20 +1,34 @@
-"""The manager rotation on MongoDB: compare-and-set on one rotation document per group."""
+"""The manager rotation on MongoDB: a log of numbered slots, each claimed by a unique insert.
+
+Why not a conditional update on one rotation document: FerretDB 1.24 (CI's store) runs an
+update as a query, then a write by _id, so `{version: v}` in the filter is not re-checked at
+write time and two replicas can both "win". The one check every engine enforces atomically is
+`_id` uniqueness, so the compare-and-set is "insert slot n+1 of the group": one replica gets
+it, the others see a duplicate key, read the slots they missed and try n+2. Every decision is
+taken on the complete history before it, so the replicas together assign exactly as one would.
+"""
 
 from __future__ import annotations
 
+import random
+import time
 from datetime import datetime
 from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import OperationFailure
 
 from assigner.ports import Assignment
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.logging import get_logger
-from shared.store import Store, insert_or_ignore, store_errors
+from shared.store import Doc, Store, insert_or_ignore, store_errors
 
 log = get_logger("mailintake.assigner")
 
 ELIGIBLE_FIRST = "free"
 MAX_CAS_ATTEMPTS = 200
+SLOTS = "rotation_slots"
 
 
 def pick_manager(managers: list[dict[str, Any]], last: dict[str, int]) -> str | None:
@@ -33,12 +47,24 @@ def pick_manager(managers: list[dict[str, Any]], last: dict[str, int]) -> str | 
 class MongoManagerRotation:
     """Exactly-once, even assignment with several replicas and no transactions.
 
-    The rotation document holds each manager's last assignment number and the assignments
-    in flight; a customer's manager is set only when empty, then the in-flight entry is cleared.
+    `rotation_slots` holds one document per assignment (`seq` 1, 2, … per group, the manager,
+    the customer); `rotations` holds a snapshot (the last seq and each manager's last slot)
+    so that a replica reads only the slots after it. A slot whose customer is not yet
+    settled is the "in flight" state: a redelivered event finds it and finishes it.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._slots = store[SLOTS]
+        for keys in (
+            [("tenant_id", ASCENDING), ("group_id", ASCENDING), ("seq", ASCENDING)],
+            [("tenant_id", ASCENDING), ("customer_id", ASCENDING)],
+        ):
+            try:
+                with store_errors("ensure rotation indexes"):
+                    self._slots.create_index(keys)
+            except OperationFailure as exc:
+                log.warning("index_not_created", collection=SLOTS, error=str(exc))
 
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
@@ -48,17 +74,29 @@ class MongoManagerRotation:
             if customer is None:
                 return Assignment(None, f"customer {customer_id} not found", assigned_now=False)
             if customer.get("manager_id") is not None:
-                mine = customer.get("assigned_for_email") == email_id
-                return Assignment(str(customer["manager_id"]), assigned_now=mine)
+                return self._already_assigned(tenant_id, customer, email_id, now)
             group = self._store.manager_groups.find_one({"tenant_id": tenant_id, "_id": group_id})
             if group is None:
                 return Assignment(None, f"manager group {group_id} does not exist", False)
-            manager_id = self._reserve(tenant_id, group, customer_id)
-            if manager_id is None:
+            managers = self._managers(tenant_id, group)
+            if not managers:
                 return Assignment(None, f"manager group {group_id} has no managers", False)
-            return self._settle(tenant_id, group_id, customer_id, manager_id, email_id, now)
+            slot = self._claim(tenant_id, group_id, customer_id, email_id, managers, now)
+            return self._settle(tenant_id, slot, email_id, now)
 
-    def _managers(self, tenant_id: str, group: dict[str, Any]) -> list[dict[str, Any]]:
+    def _already_assigned(
+        self, tenant_id: str, customer: Doc, email_id: str, now: datetime
+    ) -> Assignment:
+        """A redelivery: the same manager, and the slot marked settled if a crash left it open."""
+        mine = customer.get("assigned_for_email") == email_id
+        if mine:
+            self._slots.update_many(
+                {"tenant_id": tenant_id, "customer_id": customer["_id"], "settled_at": None},
+                {"$set": {"settled_at": now}},
+            )
+        return Assignment(str(customer["manager_id"]), assigned_now=mine)
+
+    def _managers(self, tenant_id: str, group: Doc) -> list[Doc]:
         ids = [str(i) for i in group.get("manager_ids") or []]
         found = {
             str(m["_id"]): m
@@ -66,80 +104,117 @@ class MongoManagerRotation:
         }
         return [found[i] for i in ids if i in found]
 
-    def _reserve(self, tenant_id: str, group: dict[str, Any], customer_id: str) -> str | None:
-        """Pick a manager and record it as in flight for this customer (CAS, retried)."""
-        rotations = self._store.rotations
-        key = deterministic_id("rotation", tenant_id, group["_id"])
-        insert_or_ignore(
-            rotations,
-            {
-                "_id": key,
-                "tenant_id": tenant_id,
-                "group_id": group["_id"],
-                "version": 0,
-                "seq": 0,
-                "last": [],
-                "pending": [],
-            },
-        )
-        for _ in range(MAX_CAS_ATTEMPTS):
-            state = rotations.find_one({"tenant_id": tenant_id, "_id": key})
-            assert state is not None
-            pending = {p["customer_id"]: p["manager_id"] for p in state["pending"]}
-            if customer_id in pending:
-                return str(pending[customer_id])
-            last = {e["manager_id"]: e["seq"] for e in state["last"]}
-            manager_id = pick_manager(self._managers(tenant_id, group), last)
-            if manager_id is None:
-                return None
-            seq = state["seq"] + 1
-            last[manager_id] = seq
-            new_state = {
-                **state,
-                "version": state["version"] + 1,
-                "seq": seq,
-                "last": [{"manager_id": m, "seq": s} for m, s in last.items()],
-                "pending": [
-                    *state["pending"],
-                    {"customer_id": customer_id, "manager_id": manager_id},
-                ],
-            }
-            done = rotations.replace_one(
-                {"_id": key, "tenant_id": tenant_id, "version": state["version"]}, new_state
-            )
-            if done.modified_count == 1:
-                return manager_id
-        raise TransientError(f"rotation of group {group['_id']} stayed contended")
-
-    def _settle(
+    def _claim(
         self,
         tenant_id: str,
         group_id: str,
         customer_id: str,
-        manager_id: str,
         email_id: str,
+        managers: list[Doc],
         now: datetime,
-    ) -> Assignment:
-        self._store.customers.update_one(
-            {"tenant_id": tenant_id, "_id": customer_id, "manager_id": None},
+    ) -> Doc:
+        """The customer's slot: found (redelivery) or newly claimed (insert of seq n+1)."""
+        snapshot = self._snapshot(tenant_id, group_id)
+        seq = int(snapshot["seq"])
+        last = {str(e["manager_id"]): int(e["seq"]) for e in snapshot["last"]}
+        # Read after the snapshot: any slot it covers existed before this query.
+        existing = self._slots.find_one(
+            {"tenant_id": tenant_id, "group_id": group_id, "customer_id": customer_id},
+            sort=[("seq", ASCENDING)],
+        )
+        if existing is not None:
+            return existing
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            for slot in self._slots.find(
+                {"tenant_id": tenant_id, "group_id": group_id, "seq": {"$gt": seq}}
+            ).sort("seq", ASCENDING):
+                if slot["customer_id"] == customer_id:
+                    return slot
+                last[str(slot["manager_id"])] = seq = int(slot["seq"])
+            manager_id = pick_manager(managers, last)
+            assert manager_id is not None  # managers is not empty
+            slot = {
+                "_id": deterministic_id("rotation-slot", tenant_id, group_id, seq + 1),
+                "tenant_id": tenant_id,
+                "group_id": group_id,
+                "seq": seq + 1,
+                "manager_id": manager_id,
+                "customer_id": customer_id,
+                "email_id": email_id,
+                "claimed_at": now,
+                "settled_at": None,
+            }
+            if insert_or_ignore(self._slots, slot):
+                last[manager_id] = seq + 1
+                self._save_snapshot(tenant_id, group_id, seq + 1, last)
+                return slot
+            # Another replica took slot seq+1: read it (and any after it) and try again.
+            time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+        raise TransientError(f"rotation of group {group_id} stayed contended")
+
+    def _snapshot(self, tenant_id: str, group_id: str) -> Doc:
+        key = deterministic_id("rotation", tenant_id, group_id)
+        doc = {"_id": key, "tenant_id": tenant_id, "group_id": group_id, "seq": 0, "last": []}
+        insert_or_ignore(self._store.rotations, doc)
+        found = self._store.rotations.find_one({"tenant_id": tenant_id, "_id": key})
+        return found or doc
+
+    def _save_snapshot(self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]) -> None:
+        """Move the snapshot forward; a lost race leaves an older one, which is only slower."""
+        self._store.rotations.update_one(
+            {
+                "tenant_id": tenant_id,
+                "_id": deterministic_id("rotation", tenant_id, group_id),
+                "seq": {"$lt": seq},
+            },
+            {"$set": {"seq": seq, "last": [{"manager_id": m, "seq": s} for m, s in last.items()]}},
+        )
+
+    def _settle(self, tenant_id: str, slot: Doc, email_id: str, now: datetime) -> Assignment:
+        """Set the customer's manager (only when empty), then close the slot."""
+        customers = self._store.customers
+        customers.update_one(
+            {"tenant_id": tenant_id, "_id": slot["customer_id"], "manager_id": None},
             {
                 "$set": {
-                    "manager_id": manager_id,
+                    "manager_id": slot["manager_id"],
                     "assigned_at": now,
-                    "assigned_for_email": email_id,
+                    "assigned_for_email": slot["email_id"],
                 }
             },
         )
-        customer = self._store.customers.find_one({"tenant_id": tenant_id, "_id": customer_id})
-        assert customer is not None
-        key = deterministic_id("rotation", tenant_id, group_id)
-        self._store.rotations.update_one(
-            {"tenant_id": tenant_id, "_id": key},
-            {"$pull": {"pending": {"customer_id": customer_id}}},
+        customer = customers.find_one({"tenant_id": tenant_id, "_id": slot["customer_id"]})
+        if customer is None or customer.get("manager_id") is None:
+            raise TransientError(f"customer {slot['customer_id']} vanished while being assigned")
+        self._slots.update_one(
+            {"tenant_id": tenant_id, "_id": slot["_id"]}, {"$set": {"settled_at": now}}
         )
         actual = str(customer["manager_id"])
-        self._store.emails.update_one(
-            {"tenant_id": tenant_id, "_id": email_id}, {"$set": {"manager_id": actual}}
-        )
-        log.info("customer_assigned", manager_id=actual, group_id=group_id)
+        log.info("customer_assigned", manager_id=actual, group_id=slot["group_id"], seq=slot["seq"])
         return Assignment(actual, assigned_now=customer.get("assigned_for_email") == email_id)
+
+
+class MongoAssignmentRecords:
+    """The outcome on the `emails` document; managers read from `customers`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def record(
+        self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
+    ) -> None:
+        with store_errors("record assignment"):
+            self._store.emails.update_one(
+                {"tenant_id": tenant_id, "_id": email_id},
+                {"$set": {"manager_id": manager_id, "unassigned_reason": note}},
+            )
+        if manager_id is None:
+            log.warning("customer_unassigned", reason=note)
+
+    def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
+        with store_errors("find customer"):
+            doc = self._store.customers.find_one(
+                {"tenant_id": tenant_id, "_id": customer_id}, {"manager_id": 1}
+            )
+        value = doc.get("manager_id") if doc else None
+        return None if value is None else str(value)

@@ -4,25 +4,42 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from assigner.ports import ManagerRotation
+from assigner.ports import Assignment, AssignmentRecords, ManagerRotation
 from shared.contracts import Event, MailBound, MailRouted
 
+NO_GROUP = "the account has no manager group for new customers"
 
-def handle_mail_bound(event: MailBound, *, rotation: ManagerRotation, now: datetime) -> list[Event]:
+
+def handle_mail_bound(
+    event: MailBound,
+    *,
+    rotation: ManagerRotation,
+    records: AssignmentRecords,
+    now: datetime,
+) -> list[Event]:
     """Give a customer created from mail to the group's next eligible manager.
 
     Eligible: logged in and "free"; if nobody is, everyone else in the group (lunch, busy,
-    break, not logged in). Mail for existing customers and orders passes through unchanged.
+    break, not logged in); within them, the one assigned least recently. With no group, an
+    empty group or a missing one the customer stays unassigned, the reason is written on the
+    e-mail, and the mail still goes on to the notifier. Mail for existing customers and orders
+    passes through unchanged; only when "notify manager" is on and the order had no manager
+    is the customer's manager looked up, so that the right person is told.
     """
     fields = event.model_dump(exclude={"event_id", "occurred_at", "schema_version"})
-    group = event.options.manager_group_id
     if not event.customer_created:
+        if event.manager_id is None and event.options.notify_manager:
+            fields["manager_id"] = records.manager_of(event.tenant_id, event.customer_id)
         return [MailRouted.caused_by(event, now=now, **fields)]
+    group = event.options.manager_group_id
     if group is None:
-        fields["assignment_note"] = "the account has no manager group for new customers"
-        return [MailRouted.caused_by(event, now=now, **fields)]
-    assignment = rotation.assign(
-        event.tenant_id, group, event.customer_id, email_id=event.email_id, now=now
+        assignment = Assignment(None, NO_GROUP, assigned_now=False)
+    else:
+        assignment = rotation.assign(
+            event.tenant_id, group, event.customer_id, email_id=event.email_id, now=now
+        )
+    records.record(
+        event.tenant_id, event.email_id, manager_id=assignment.manager_id, note=assignment.note
     )
     fields.update(manager_id=assignment.manager_id, assignment_note=assignment.note)
     assigned = assignment.assigned_now and assignment.manager_id is not None

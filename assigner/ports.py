@@ -1,4 +1,4 @@
-"""What the assigner needs: the manager rotation of a group."""
+"""What the assigner needs: the manager rotation of a group, and where outcomes are written."""
 
 from __future__ import annotations
 
@@ -22,3 +22,17 @@ class ManagerRotation(Protocol):
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
     ) -> Assignment: ...
+
+
+class AssignmentRecords(Protocol):
+    """The `emails` record of an assignment, and the managers the CRM already knows."""
+
+    def record(
+        self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
+    ) -> None:
+        """Write who got the mail's new customer, or why nobody did, on the e-mail."""
+        ...
+
+    def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
+        """The customer's manager as stored now (None when it has none)."""
+        ...

@@ -1,38 +1,100 @@
-"""`python -m notifier`: store the notifications the rules require."""
+"""`python -m notifier`: store the notifications the rules require, and deliver webhooks.
+
+Two consumers in one process, each with its own connection: the notifier on `notifier.in`,
+the webhook worker on `webhook.in`, so a slow or failing webhook never holds up the inbox.
+"""
 
 from __future__ import annotations
 
 import sys
+import threading
 from datetime import UTC, datetime
 
-from notifier.adapters import MongoNotificationInbox
+from notifier.adapters import MongoNotificationInbox, MongoWebhookDirectory
 from notifier.handlers import handle_account_failed, handle_mail_routed, handle_mail_skipped
-from shared.contracts import AccountFailed, Event, MailRouted, MailSkipped
+from notifier.http import UrllibWebhookSender
+from notifier.webhook import MAX_ATTEMPTS_LIMIT, handle_notification_created
+from shared.contracts import AccountFailed, Event, MailRouted, MailSkipped, NotificationCreated
+from shared.crypto import SecretBox
 from shared.errors import InvalidEventError
-from shared.runtime import run_stage
+from shared.logging import configure_logging
+from shared.runtime import open_broker, open_store, retry_policy, run_stage
 from shared.settings import Settings
 from shared.store import Store
-from shared.worker import EventHandler
+from shared.worker import EventHandler, RetryPolicy, StageWorker, install_stop_signals
 
 
-def build_handler(_settings: Settings, store: Store) -> EventHandler:
+def _directory(settings: Settings, store: Store) -> MongoWebhookDirectory:
+    key = settings.secret_key.get_secret_value() if settings.secret_key else ""
+    return MongoWebhookDirectory(store, SecretBox(key) if key else None)
+
+
+def build_handler(settings: Settings, store: Store) -> EventHandler:
     inbox = MongoNotificationInbox(store)
+    webhooks = _directory(settings, store)
 
     def handle(event: Event, _payload: bytes | None) -> list[Event]:
         now = datetime.now(UTC)
         if isinstance(event, MailRouted):
-            return handle_mail_routed(event, inbox=inbox, now=now)
+            return handle_mail_routed(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, MailSkipped):
-            return handle_mail_skipped(event, inbox=inbox, now=now)
+            return handle_mail_skipped(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, AccountFailed):
-            return handle_account_failed(event, inbox=inbox, now=now)
+            return handle_account_failed(event, inbox=inbox, webhooks=webhooks, now=now)
         raise InvalidEventError(f"the notifier does not take {event.event_type}")
 
     return handle
 
 
+def build_webhook_handler(settings: Settings, store: Store) -> EventHandler:
+    inbox = MongoNotificationInbox(store)
+    webhooks = _directory(settings, store)
+    sender = UrllibWebhookSender()
+
+    def handle(event: Event, _payload: bytes | None) -> list[Event]:
+        if not isinstance(event, NotificationCreated):
+            raise InvalidEventError(f"the webhook worker does not take {event.event_type}")
+        return handle_notification_created(
+            event, inbox=inbox, webhooks=webhooks, sender=sender, now=datetime.now(UTC)
+        )
+
+    return handle
+
+
+def build_webhook_worker(settings: Settings, store: Store) -> StageWorker:
+    """The webhook worker, with its own broker connection."""
+    base = retry_policy(settings)
+    # The tenant's own attempt limit ends a delivery; this limit is only a backstop.
+    policy = RetryPolicy(MAX_ATTEMPTS_LIMIT, base.base_seconds, base.max_seconds)
+    return StageWorker(
+        "webhook", open_broker(settings), build_webhook_handler(settings, store), policy=policy
+    )
+
+
+def run(settings: Settings | None = None, stop: threading.Event | None = None) -> int:
+    """Run the notifier (as every stage runs) and the webhook worker beside it; the exit code."""
+    settings = settings or Settings()
+    if "--check" in sys.argv[1:]:
+        return run_stage("notifier", build_handler, settings)
+    configure_logging(settings.log_format, settings.log_level)
+    if stop is None:
+        stop = threading.Event()
+        install_stop_signals(stop)
+    store = open_store(settings)
+    webhook = build_webhook_worker(settings, store)
+    webhook.stop = stop
+    thread = threading.Thread(target=webhook.run, name="webhook-worker", daemon=True)
+    thread.start()
+    try:
+        return run_stage("notifier", build_handler, settings, stop)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        store.close()
+
+
 def main() -> int:
-    return run_stage("notifier", build_handler)
+    return run()
 
 
 if __name__ == "__main__":

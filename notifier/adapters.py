@@ -1,10 +1,16 @@
-"""The notifier's ports on MongoDB."""
+"""The notifier's ports on MongoDB: notifications and the tenants' webhooks."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from notifier.ports import WebhookConfig
+from notifier.webhook import webhook_id
+from shared.crypto import SecretBox
+from shared.errors import ConfigError
 from shared.store import Store, insert_or_ignore, store_errors
+
+WEBHOOKS = "webhooks"
 
 
 class MongoNotificationInbox:
@@ -16,3 +22,47 @@ class MongoNotificationInbox:
     def add(self, doc: dict[str, Any]) -> bool:
         with store_errors("add notification"):
             return insert_or_ignore(self._store.notifications, doc)
+
+    def get(self, tenant_id: str, notification_id: str) -> dict[str, Any] | None:
+        with store_errors("read notification"):
+            return self._store.notifications.find_one(
+                {"tenant_id": tenant_id, "_id": notification_id}
+            )
+
+    def set_webhook_state(
+        self, tenant_id: str, notification_id: str, state: dict[str, Any]
+    ) -> None:
+        with store_errors("record webhook state"):
+            self._store.notifications.update_one(
+                {"tenant_id": tenant_id, "_id": notification_id}, {"$set": {"webhook": state}}
+            )
+
+
+class MongoWebhookDirectory:
+    """One webhook per tenant in `webhooks`; the secret is stored encrypted."""
+
+    def __init__(self, store: Store, secrets: SecretBox | None) -> None:
+        self._store = store
+        self._secrets = secrets
+
+    def _doc(self, tenant_id: str) -> dict[str, Any] | None:
+        with store_errors("read webhook"):
+            return self._store[WEBHOOKS].find_one(
+                {"tenant_id": tenant_id, "_id": webhook_id(tenant_id)}
+            )
+
+    def enabled(self, tenant_id: str) -> bool:
+        return self._doc(tenant_id) is not None
+
+    def config(self, tenant_id: str) -> WebhookConfig | None:
+        doc = self._doc(tenant_id)
+        if doc is None:
+            return None
+        if self._secrets is None:
+            raise ConfigError("MAILINTAKE_SECRET_KEY is not set: webhook secrets cannot be read")
+        return WebhookConfig(
+            url=str(doc["url"]),
+            secret=self._secrets.decrypt(str(doc["secret_enc"])),
+            max_attempts=int(doc.get("max_attempts", 8)),
+            timeout_seconds=float(doc.get("timeout_seconds", 10.0)),
+        )

@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from notifier.ports import NotificationInbox
-from shared.contracts import AccountFailed, Event, MailRouted, MailSkipped, deterministic_id
+from notifier.ports import NotificationInbox, WebhookDirectory
+from shared.contracts import (
+    AccountFailed,
+    Event,
+    MailRouted,
+    MailSkipped,
+    NotificationCreated,
+    deterministic_id,
+)
 
 SKIP_REASONS = {
     "no_customer": "no customer or order matches it",
@@ -21,9 +28,10 @@ SKIP_REASONS = {
 def notification(
     kind: str, key: str, recipient: str, event: Event, *, now: datetime, text: str, **fields: Any
 ) -> dict[str, Any]:
-    """A notification document; its _id is kind + subject (e-mail or incident) + recipient."""
+    """A notification document; its _id is tenant + kind + subject (e-mail, customer or
+    incident) + recipient, so a redelivered event finds the one it made before."""
     return {
-        "_id": deterministic_id("notification", kind, key, recipient),
+        "_id": deterministic_id("notification", event.tenant_id, kind, key, recipient),
         "tenant_id": event.tenant_id,
         "user_id": recipient,
         "kind": kind,
@@ -36,13 +44,53 @@ def notification(
     }
 
 
+def pending_webhook() -> dict[str, Any]:
+    """The delivery state of a notification whose tenant has a webhook, before any attempt."""
+    return {"state": "pending", "attempts": 0, "last_error": None, "delivered_at": None}
+
+
+def store_all(
+    docs: list[dict[str, Any]],
+    event: Event,
+    *,
+    inbox: NotificationInbox,
+    webhooks: WebhookDirectory,
+    now: datetime,
+) -> list[Event]:
+    """Store the notifications in order; with a webhook, one NotificationCreated for each.
+
+    The events are emitted again on a redelivery (same ids): the webhook worker skips what
+    it already delivered, and nothing is lost if a crash came between store and publish.
+    """
+    hooked = bool(docs) and webhooks.enabled(event.tenant_id)
+    out: list[Event] = []
+    for doc in docs:
+        if hooked:
+            doc["webhook"] = pending_webhook()
+        inbox.add(doc)
+        if hooked:
+            out.append(
+                NotificationCreated(
+                    event_id=NotificationCreated.child_id(event.event_id, f"/{doc['_id']}"),
+                    tenant_id=event.tenant_id,
+                    account_id=event.account_id,
+                    email_id=event.email_id,
+                    occurred_at=now,
+                    notification_id=doc["_id"],
+                    kind=doc["kind"],
+                    user_id=doc["user_id"],
+                )
+            )
+    return out
+
+
 def _sender(event: MailRouted | MailSkipped) -> str:
     s = event.summary
     return f"{s.from_name} <{s.from_address}>" if s.from_name else (s.from_address or "unknown")
 
 
 def handle_mail_routed(
-    event: MailRouted, *, inbox: NotificationInbox, now: datetime
+    event: MailRouted, *, inbox: NotificationInbox, webhooks: WebhookDirectory, now: datetime
 ) -> list[Event]:
     """A manager who got a new customer is told so first, then of the mail.
 
@@ -52,8 +100,9 @@ def handle_mail_routed(
     manager = event.manager_id
     if manager is None or not (event.assigned_now or event.options.notify_manager):
         return []
+    docs = []
     if event.assigned_now:
-        inbox.add(
+        docs.append(
             notification(
                 "customer_assigned",
                 event.customer_id,
@@ -64,60 +113,61 @@ def handle_mail_routed(
                 customer_id=event.customer_id,
             )
         )
-    inbox.add(
+    docs.append(
         notification(
             "incoming_email",
             event.email_id,
             manager,
             event,
+            # Strictly after customer_assigned, so the inbox's order is the rule's order.
             now=now + timedelta(milliseconds=1),
             text=f"New mail from {_sender(event)}: {event.summary.subject}",
             customer_id=event.customer_id,
             order_id=event.order_id,
             subject=event.summary.subject,
             from_address=event.summary.from_address,
+            from_name=event.summary.from_name,
             preview=event.summary.preview[:300],
         )
     )
-    return []
+    return store_all(docs, event, inbox=inbox, webhooks=webhooks, now=now)
 
 
 def handle_mail_skipped(
-    event: MailSkipped, *, inbox: NotificationInbox, now: datetime
+    event: MailSkipped, *, inbox: NotificationInbox, webhooks: WebhookDirectory, now: datetime
 ) -> list[Event]:
     """With "notify about skipped messages", the account's owner is told why a mail was skipped."""
     if not event.options.notify_skipped:
         return []
     why = SKIP_REASONS.get(event.reason, event.reason)
-    inbox.add(
-        notification(
-            "message_skipped",
-            event.email_id,
-            event.options.owner_id,
-            event,
-            now=now,
-            text=f"A mail from {_sender(event)} ({event.summary.subject!r}) was skipped: {why}",
-            reason=event.reason,
-            subject=event.summary.subject,
-            from_address=event.summary.from_address,
-        )
+    doc = notification(
+        "message_skipped",
+        event.email_id,
+        event.options.owner_id,
+        event,
+        now=now,
+        text=f"A mail from {_sender(event)} ({event.summary.subject!r}) was skipped: {why}",
+        reason=event.reason,
+        detail=event.detail,
+        subject=event.summary.subject,
+        from_address=event.summary.from_address,
+        from_name=event.summary.from_name,
     )
-    return []
+    return store_all([doc], event, inbox=inbox, webhooks=webhooks, now=now)
 
 
 def handle_account_failed(
-    event: AccountFailed, *, inbox: NotificationInbox, now: datetime
+    event: AccountFailed, *, inbox: NotificationInbox, webhooks: WebhookDirectory, now: datetime
 ) -> list[Event]:
     """The account's owner is told once per incident that the mailbox is failing."""
-    inbox.add(
-        notification(
-            "account_error",
-            event.incident_id,
-            event.owner_id,
-            event,
-            now=now,
-            text=f"The mailbox cannot be read: {event.message}",
-            reason=event.reason,
-        )
+    doc = notification(
+        "account_error",
+        event.incident_id,
+        event.owner_id,
+        event,
+        now=now,
+        text=f"The mailbox cannot be read: {event.message}",
+        reason=event.reason,
+        incident_id=event.incident_id,
     )
-    return []
+    return store_all([doc], event, inbox=inbox, webhooks=webhooks, now=now)

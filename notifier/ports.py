@@ -1,7 +1,8 @@
-"""What the notifier needs: the CRM's in-app inbox of notifications."""
+"""What the notifier needs: the CRM's in-app inbox, the tenants' webhooks, an HTTP sender."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -11,3 +12,53 @@ class NotificationInbox(Protocol):
     def add(self, doc: dict[str, Any]) -> bool:
         """Store `doc` unless its _id exists; True when it was new."""
         ...
+
+    def get(self, tenant_id: str, notification_id: str) -> dict[str, Any] | None:
+        """The stored notification, or None."""
+        ...
+
+    def set_webhook_state(
+        self, tenant_id: str, notification_id: str, state: dict[str, Any]
+    ) -> None:
+        """Replace the notification's `webhook` delivery state."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Where a tenant's notifications are POSTed, and how hard to try."""
+
+    url: str
+    secret: str
+    max_attempts: int = 8
+    timeout_seconds: float = 10.0
+
+
+class WebhookDirectory(Protocol):
+    """The tenants' outbound webhooks."""
+
+    def enabled(self, tenant_id: str) -> bool:
+        """True when the tenant has a webhook configured."""
+        ...
+
+    def config(self, tenant_id: str) -> WebhookConfig | None:
+        """The tenant's webhook with its secret decrypted, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one POST achieved: `status` is the HTTP status (None if no answer)."""
+
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    retryable: bool = True
+
+
+class WebhookSender(Protocol):
+    """Sends one signed POST."""
+
+    def post(
+        self, url: str, body: bytes, headers: dict[str, str], *, timeout: float
+    ) -> DeliveryResult: ...

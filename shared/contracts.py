@@ -177,6 +177,24 @@ class AccountFailed(Event):
     message: str
 
 
+class NotificationCreated(Event):
+    """A notification was stored; the tenant's webhook (if any) is to be told."""
+
+    event_type: ClassVar[str] = "notification.created"
+    routing_key: ClassVar[str] = "notification.created"
+    notification_id: str
+    kind: str
+    user_id: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.event_type: cls for cls in (MailFetched, MailBound, MailRouted, MailSkipped, AccountFailed)
+    cls.event_type: cls
+    for cls in (
+        MailFetched,
+        MailBound,
+        MailRouted,
+        MailSkipped,
+        AccountFailed,
+        NotificationCreated,
+    )
 }

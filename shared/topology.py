@@ -8,6 +8,7 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
     "binder": ("mail.fetched.*",),
     "assigner": ("mail.bound",),
     "notifier": ("mail.routed", "mail.skipped", "account.failed"),
+    "webhook": ("notification.created",),
 }
 
 

@@ -10,6 +10,7 @@ from assigner.adapters import pick_manager
 from assigner.ports import Assignment
 from binder.adapters import customer_id_for
 from binder.ports import CustomerRef, OrderRef
+from notifier.ports import DeliveryResult, WebhookConfig
 
 
 @dataclass
@@ -140,3 +141,57 @@ class FakeNotificationInbox:
             return False
         self.docs.append(doc)
         return True
+
+    def get(self, tenant_id: str, notification_id: str) -> dict[str, Any] | None:
+        for d in self.docs:
+            if d["_id"] == notification_id and d["tenant_id"] == tenant_id:
+                return d
+        return None
+
+    def set_webhook_state(
+        self, tenant_id: str, notification_id: str, state: dict[str, Any]
+    ) -> None:
+        doc = self.get(tenant_id, notification_id)
+        if doc is not None:
+            doc["webhook"] = dict(state)
+
+
+@dataclass
+class FakeAssignmentRecords:
+    """The `emails` outcome per e-mail, and the customers' current managers."""
+
+    outcomes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    managers: dict[str, str] = field(default_factory=dict)
+
+    def record(
+        self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
+    ) -> None:
+        self.outcomes[email_id] = (manager_id, note)
+
+    def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
+        return self.managers.get(customer_id)
+
+
+@dataclass
+class FakeWebhookDirectory:
+    configs: dict[str, WebhookConfig] = field(default_factory=dict)
+
+    def enabled(self, tenant_id: str) -> bool:
+        return tenant_id in self.configs
+
+    def config(self, tenant_id: str) -> WebhookConfig | None:
+        return self.configs.get(tenant_id)
+
+
+@dataclass
+class FakeWebhookSender:
+    """Answers with the queued results in turn (then success); records every request."""
+
+    results: list[DeliveryResult] = field(default_factory=list)
+    sent: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+
+    def post(
+        self, url: str, body: bytes, headers: dict[str, str], *, timeout: float
+    ) -> DeliveryResult:
+        self.sent.append((url, body, headers))
+        return self.results.pop(0) if self.results else DeliveryResult(True, 200)

@@ -16,9 +16,15 @@ from shared.contracts import (
     MailSkipped,
     MailSummary,
 )
-from tests.fakes import FakeManagerRotation, FakeNotificationInbox
+from tests.fakes import (
+    FakeAssignmentRecords,
+    FakeManagerRotation,
+    FakeNotificationInbox,
+    FakeWebhookDirectory,
+)
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+NO_HOOKS = FakeWebhookDirectory()
 
 
 def bound(
@@ -59,7 +65,10 @@ def test_free_managers_share_new_customers_evenly() -> None:
             )
         }
     )
-    routed = [handle_mail_bound(bound(n), rotation=rotation, now=NOW)[0] for n in range(30)]
+    routed = [
+        handle_mail_bound(bound(n), rotation=rotation, records=FakeAssignmentRecords(), now=NOW)[0]
+        for n in range(30)
+    ]
     counts = Counter(r.manager_id for r in routed if isinstance(r, MailRouted))
     assert counts == {"m1": 10, "m2": 10, "m3": 10}
 
@@ -81,23 +90,37 @@ def test_a_manager_turning_free_gets_the_next_one() -> None:
 
 def test_existing_customer_passes_through_unchanged() -> None:
     [out] = handle_mail_bound(
-        bound(created=False, manager="m9"), rotation=FakeManagerRotation(), now=NOW
+        bound(created=False, manager="m9"),
+        rotation=FakeManagerRotation(),
+        records=FakeAssignmentRecords(),
+        now=NOW,
     )
     assert isinstance(out, MailRouted)
     assert out.manager_id == "m9" and not out.assigned_now and out.customer_id == "c1"
 
 
 def test_missing_group_leaves_customer_unassigned_with_a_note() -> None:
-    [out] = handle_mail_bound(bound(group="nope"), rotation=FakeManagerRotation(), now=NOW)
+    [out] = handle_mail_bound(
+        bound(group="nope"),
+        rotation=FakeManagerRotation(),
+        records=FakeAssignmentRecords(),
+        now=NOW,
+    )
     assert isinstance(out, MailRouted) and out.manager_id is None
     assert out.assignment_note and "does not exist" in out.assignment_note
 
 
 def test_redelivery_returns_the_same_manager_without_advancing() -> None:
     rotation = FakeManagerRotation({"g1": managers(("m1", "free", True), ("m2", "free", True))})
-    first = handle_mail_bound(bound(1), rotation=rotation, now=NOW)[0]
-    again = handle_mail_bound(bound(1), rotation=rotation, now=NOW)[0]
-    nxt = handle_mail_bound(bound(2), rotation=rotation, now=NOW)[0]
+    first = handle_mail_bound(
+        bound(1), rotation=rotation, records=FakeAssignmentRecords(), now=NOW
+    )[0]
+    again = handle_mail_bound(
+        bound(1), rotation=rotation, records=FakeAssignmentRecords(), now=NOW
+    )[0]
+    nxt = handle_mail_bound(bound(2), rotation=rotation, records=FakeAssignmentRecords(), now=NOW)[
+        0
+    ]
     assert isinstance(first, MailRouted) and isinstance(again, MailRouted)
     assert first.manager_id == again.manager_id == "m1" and first.event_id == again.event_id
     assert isinstance(nxt, MailRouted) and nxt.manager_id == "m2"
@@ -114,7 +137,9 @@ def routed(*, assigned: bool, manager: str | None, notify: bool) -> MailRouted:
 
 def test_new_customer_gives_two_notifications_in_order() -> None:
     inbox = FakeNotificationInbox()
-    handle_mail_routed(routed(assigned=True, manager="m1", notify=False), inbox=inbox, now=NOW)
+    handle_mail_routed(
+        routed(assigned=True, manager="m1", notify=False), inbox=inbox, webhooks=NO_HOOKS, now=NOW
+    )
     assert [d["kind"] for d in inbox.docs] == ["customer_assigned", "incoming_email"]
     assert inbox.docs[0]["created_at"] < inbox.docs[1]["created_at"]
     assert {d["user_id"] for d in inbox.docs} == {"m1"}
@@ -122,23 +147,29 @@ def test_new_customer_gives_two_notifications_in_order() -> None:
 
 def test_incoming_email_only_with_notify_manager() -> None:
     inbox = FakeNotificationInbox()
-    handle_mail_routed(routed(assigned=False, manager="m1", notify=False), inbox=inbox, now=NOW)
+    handle_mail_routed(
+        routed(assigned=False, manager="m1", notify=False), inbox=inbox, webhooks=NO_HOOKS, now=NOW
+    )
     assert inbox.docs == []
-    handle_mail_routed(routed(assigned=False, manager="m1", notify=True), inbox=inbox, now=NOW)
+    handle_mail_routed(
+        routed(assigned=False, manager="m1", notify=True), inbox=inbox, webhooks=NO_HOOKS, now=NOW
+    )
     assert [d["kind"] for d in inbox.docs] == ["incoming_email"]
 
 
 def test_no_manager_no_notification() -> None:
     inbox = FakeNotificationInbox()
-    handle_mail_routed(routed(assigned=False, manager=None, notify=True), inbox=inbox, now=NOW)
+    handle_mail_routed(
+        routed(assigned=False, manager=None, notify=True), inbox=inbox, webhooks=NO_HOOKS, now=NOW
+    )
     assert inbox.docs == []
 
 
 def test_redelivered_routing_creates_nothing_new() -> None:
     inbox = FakeNotificationInbox()
     event = routed(assigned=True, manager="m1", notify=True)
-    handle_mail_routed(event, inbox=inbox, now=NOW)
-    handle_mail_routed(event, inbox=inbox, now=NOW)
+    handle_mail_routed(event, inbox=inbox, webhooks=NO_HOOKS, now=NOW)
+    handle_mail_routed(event, inbox=inbox, webhooks=NO_HOOKS, now=NOW)
     assert len(inbox.docs) == 2
 
 
@@ -157,9 +188,9 @@ def skipped(notify: bool) -> MailSkipped:
 
 def test_skipped_mail_is_reported_to_the_owner_only_when_asked() -> None:
     inbox = FakeNotificationInbox()
-    handle_mail_skipped(skipped(False), inbox=inbox, now=NOW)
+    handle_mail_skipped(skipped(False), inbox=inbox, webhooks=NO_HOOKS, now=NOW)
     assert inbox.docs == []
-    handle_mail_skipped(skipped(True), inbox=inbox, now=NOW)
+    handle_mail_skipped(skipped(True), inbox=inbox, webhooks=NO_HOOKS, now=NOW)
     [doc] = inbox.docs
     assert doc["kind"] == "message_skipped" and doc["user_id"] == "owner"
     assert doc["reason"] == "no_customer" and "x@y.z" in doc["text"]
@@ -177,6 +208,8 @@ def test_account_error_once_per_incident() -> None:
         reason="login_rejected",
         message="login rejected by host:993",
     )
-    handle_account_failed(event, inbox=inbox, now=NOW)
-    handle_account_failed(event.model_copy(update={"event_id": "f2"}), inbox=inbox, now=NOW)
+    handle_account_failed(event, inbox=inbox, webhooks=NO_HOOKS, now=NOW)
+    handle_account_failed(
+        event.model_copy(update={"event_id": "f2"}), inbox=inbox, webhooks=NO_HOOKS, now=NOW
+    )
     assert [d["kind"] for d in inbox.docs] == ["account_error"]

@@ -1,0 +1,272 @@
+"""The assigner on the real queues and store: even shares, tiers, replicas racing, redelivery."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from assigner.__main__ import build_handler
+from assigner.adapters import SLOTS, MongoAssignmentRecords, MongoManagerRotation
+from assigner.handlers import handle_mail_bound
+from shared.contracts import AccountOptions, MailBound, MailRouted, MailSummary
+from shared.messaging import Broker
+from shared.runtime import open_broker, retry_policy
+from shared.settings import Settings
+from shared.store import Store
+from shared.wire import encode_event
+from shared.worker import StageWorker
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+TENANT = "t1"
+
+
+def seed_group(store: Store, group: str, *spec: tuple[str, str, bool]) -> None:
+    """Managers (id, status, online) and a group listing them in that order."""
+    for mid, status, online in spec:
+        store.managers.insert_one(
+            {"_id": mid, "tenant_id": TENANT, "name": mid, "status": status, "online": online}
+        )
+    store.manager_groups.insert_one(
+        {"_id": group, "tenant_id": TENANT, "name": group, "manager_ids": [m for m, _, _ in spec]}
+    )
+
+
+def new_customer(store: Store, n: int, *, group: str | None = "g1") -> MailBound:
+    """A customer the binder created from mail e<n>, its `emails` document and event."""
+    cid, eid = f"c{n}", f"e{n}"
+    store.customers.insert_one(
+        {
+            "_id": cid,
+            "tenant_id": TENANT,
+            "emails": [f"c{n}@x.org"],
+            "manager_id": None,
+            "source": "mail",
+            "source_email_id": eid,
+        }
+    )
+    store.emails.insert_one(
+        {"_id": eid, "tenant_id": TENANT, "status": "bound", "customer_id": cid, "manager_id": None}
+    )
+    return MailBound(
+        event_id=f"ev{n}",
+        tenant_id=TENANT,
+        account_id="a1",
+        email_id=eid,
+        occurred_at=NOW,
+        options=AccountOptions(owner_id="owner", create_customer=True, manager_group_id=group),
+        summary=MailSummary(from_address=f"c{n}@x.org", subject=f"hello {n}"),
+        matched_by="created",
+        customer_id=cid,
+        customer_created=True,
+    )
+
+
+def shares(store: Store) -> Counter[str]:
+    return Counter(
+        str(c["manager_id"])
+        for c in store.customers.find({"tenant_id": TENANT, "manager_id": {"$ne": None}})
+    )
+
+
+@contextmanager
+def assigners(settings: Settings, replicas: int) -> Iterator[list[StageWorker]]:
+    """`replicas` assigner workers in threads, each with its own Broker and Store."""
+    stop = threading.Event()
+    stores: list[Store] = []
+    workers, threads = [], []
+    for i in range(replicas):
+        store = Store(settings.mongo_url.get_secret_value(), settings.mongo_database)
+        stores.append(store)
+        worker = StageWorker(
+            "assigner",
+            open_broker(settings),
+            build_handler(settings, store),
+            policy=retry_policy(settings),
+        )
+        worker.stop = stop
+        workers.append(worker)
+        threads.append(threading.Thread(target=worker.run, name=f"assigner-{i}", daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        yield workers
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        for s in stores:
+            s.close()
+
+
+def routed_messages(broker: Broker) -> list[MailRouted]:
+    """Take every MailRouted waiting in the notifier's queue."""
+    queue = broker.topology.work_queue("notifier")
+    out = []
+    while (item := broker.get(queue)) is not None:
+        message, tag = item
+        broker.ack(tag)
+        out.append(MailRouted.model_validate_json(message.body))
+    return out
+
+
+def publish_and_wait(
+    settings: Settings, broker: Broker, store: Store, events: list[Any], replicas: int, expect: int
+) -> None:
+    with assigners(settings, replicas):
+        broker.publish([encode_event(e) for e in events])
+        wait_until(
+            lambda: (
+                sum(shares(store).values()) >= expect
+                and broker.queue_counts(broker.topology.work_queue("assigner"))[0] == 0
+            ),
+            timeout=120,
+            what=f"{expect} customers assigned",
+        )
+        queue = broker.topology.work_queue("notifier")
+        wait_until(lambda: broker.queue_counts(queue)[0] >= len(events), 30, "routed events")
+
+
+def test_thirty_new_customers_go_ten_to_each_of_three_free_managers(
+    settings: Settings, broker: Broker, store: Store
+) -> None:
+    seed_group(
+        store,
+        "g1",
+        ("m1", "free", True),
+        ("m2", "busy", True),
+        ("m3", "free", True),
+        ("m4", "free", False),
+        ("m5", "free", True),
+    )
+    events = [new_customer(store, n) for n in range(30)]
+    publish_and_wait(settings, broker, store, events, replicas=1, expect=30)
+    assert shares(store) == {"m1": 10, "m3": 10, "m5": 10}
+    routed = routed_messages(broker)
+    assert len(routed) == 30 and all(r.assigned_now for r in routed)
+    email = store.emails.find_one({"tenant_id": TENANT, "_id": "e0"})
+    assert email is not None and email["manager_id"] == "m1" and email["unassigned_reason"] is None
+
+
+@pytest.mark.slow
+def test_two_replicas_racing_share_300_customers_evenly(
+    settings: Settings, broker: Broker, store: Store
+) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True), ("m3", "free", True))
+    events = [new_customer(store, n) for n in range(300)]
+    publish_and_wait(settings, broker, store, events, replicas=2, expect=300)
+    counts = shares(store)
+    assert sum(counts.values()) == 300
+    assert all(99 <= counts[m] <= 101 for m in ("m1", "m2", "m3")), counts
+    slots = list(store[SLOTS].find({"tenant_id": TENANT}))
+    assert sorted(s["seq"] for s in slots) == list(range(1, 301))
+    assert len({s["customer_id"] for s in slots}) == 300
+    assert all(s["settled_at"] is not None for s in slots)
+    # Both replicas took part: the race was real.
+    assert len({r.event_id for r in routed_messages(broker)}) == 300
+
+
+def test_nobody_free_tier_two_shares_evenly_and_a_manager_turning_free_gets_the_next(
+    store: Store,
+) -> None:
+    seed_group(store, "g1", ("m1", "busy", True), ("m2", "lunch", True), ("m3", "free", False))
+    rotation = MongoManagerRotation(store)
+    got = [
+        rotation.assign(TENANT, "g1", new_customer(store, n).customer_id, email_id=f"e{n}", now=NOW)
+        for n in range(9)
+    ]
+    assert Counter(a.manager_id for a in got) == {"m1": 3, "m2": 3, "m3": 3}
+    store.managers.update_one({"tenant_id": TENANT, "_id": "m2"}, {"$set": {"status": "free"}})
+    nxt = [
+        rotation.assign(TENANT, "g1", new_customer(store, n).customer_id, email_id=f"e{n}", now=NOW)
+        for n in (9, 10)
+    ]
+    assert [a.manager_id for a in nxt] == ["m2", "m2"]
+
+
+@pytest.mark.parametrize(
+    ("group", "why"),
+    [("empty", "has no managers"), ("nope", "does not exist"), (None, "no manager group")],
+)
+def test_empty_or_missing_group_leaves_the_customer_unassigned(
+    store: Store, group: str | None, why: str
+) -> None:
+    store.manager_groups.insert_one({"_id": "empty", "tenant_id": TENANT, "manager_ids": []})
+    event = new_customer(store, 1, group=group)
+    [out] = handle_mail_bound(
+        event,
+        rotation=MongoManagerRotation(store),
+        records=MongoAssignmentRecords(store),
+        now=NOW,
+    )
+    assert isinstance(out, MailRouted) and out.manager_id is None and not out.assigned_now
+    assert out.assignment_note and why in out.assignment_note
+    email = store.emails.find_one({"tenant_id": TENANT, "_id": "e1"})
+    assert email is not None and why in email["unassigned_reason"]
+    customer = store.customers.find_one({"tenant_id": TENANT, "_id": "c1"})
+    assert customer is not None and customer["manager_id"] is None
+
+
+def test_every_event_delivered_twice_assigns_once(
+    settings: Settings, broker: Broker, store: Store
+) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True), ("m3", "free", True))
+    events = [new_customer(store, n) for n in range(30)]
+    publish_and_wait(settings, broker, store, events + events, replicas=2, expect=30)
+    assert shares(store) == {"m1": 10, "m2": 10, "m3": 10}
+    snapshot = store.rotations.find_one({"tenant_id": TENANT})
+    assert snapshot is not None and snapshot["seq"] == 30
+    assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 30
+    routed = routed_messages(broker)
+    assert len(routed) == 60
+    by_id = {r.event_id: r.manager_id for r in routed}
+    assert len(by_id) == 30
+    assert all(by_id[r.event_id] == r.manager_id and r.assigned_now for r in routed)
+
+
+def test_a_crash_between_claim_and_settle_is_finished_by_the_redelivery(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
+    rotation = MongoManagerRotation(store)
+    managers = list(store.managers.find({"tenant_id": TENANT}).sort("_id", 1))
+    slot = rotation._claim(TENANT, "g1", new_customer(store, 1).customer_id, "e1", managers, NOW)
+    assert slot["manager_id"] == "m1" and slot["settled_at"] is None
+    again = rotation.assign(TENANT, "g1", "c1", email_id="e1", now=NOW)
+    assert again.manager_id == "m1" and again.assigned_now
+    assert store[SLOTS].count_documents({"tenant_id": TENANT, "settled_at": None}) == 0
+    nxt = rotation.assign(TENANT, "g1", new_customer(store, 2).customer_id, email_id="e2", now=NOW)
+    assert nxt.manager_id == "m2"
+
+
+def test_customer_with_a_manager_keeps_it(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
+    event = new_customer(store, 1)
+    store.customers.update_one({"_id": "c1", "tenant_id": TENANT}, {"$set": {"manager_id": "m2"}})
+    a = MongoManagerRotation(store).assign(TENANT, "g1", "c1", email_id="e1", now=NOW)
+    assert a.manager_id == "m2" and not a.assigned_now
+    assert store[SLOTS].count_documents({}) == 0 and event.customer_id == "c1"
+
+
+def test_existing_customers_and_orders_pass_through(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True))
+    event = new_customer(store, 1).model_copy(
+        update={
+            "customer_created": False,
+            "matched_by": "subject_tag",
+            "order_id": "o1",
+            "manager_id": "m9",
+        }
+    )
+    [out] = handle_mail_bound(
+        event, rotation=MongoManagerRotation(store), records=MongoAssignmentRecords(store), now=NOW
+    )
+    assert isinstance(out, MailRouted)
+    assert (out.manager_id, out.order_id, out.assigned_now) == ("m9", "o1", False)
+    assert store[SLOTS].count_documents({}) == 0

@@ -1,0 +1,184 @@
+"""The notifier on the real queues and store: which notifications, in which order, once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from notifier.__main__ import run
+from shared.contracts import (
+    AccountFailed,
+    AccountOptions,
+    Event,
+    MailRouted,
+    MailSkipped,
+    MailSummary,
+)
+from shared.messaging import Broker
+from shared.settings import Settings
+from shared.store import Store
+from shared.wire import encode_event
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+TENANT = "t1"
+
+
+@pytest.fixture
+def notifier(settings: Settings, broker: Broker) -> Iterator[threading.Event]:
+    """The notifier process's two consumers, in a thread of this one."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(settings, stop), daemon=True)
+    thread.start()
+    yield stop
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def routed(n: int, **fields: Any) -> MailRouted:
+    options = fields.pop("options", {})
+    return MailRouted(
+        **{
+            "event_id": f"r{n}",
+            "tenant_id": TENANT,
+            "account_id": "a1",
+            "email_id": f"e{n}",
+            "occurred_at": NOW,
+            "options": AccountOptions(owner_id="owner", **options),
+            "summary": MailSummary(
+                from_address=f"c{n}@x.org", subject=f"subject {n}", preview="Hello there"
+            ),
+            "matched_by": "sender",
+            "customer_id": f"c{n}",
+            **fields,
+        }
+    )
+
+
+def skipped(n: int, *, notify: bool, reason: str = "no_customer") -> MailSkipped:
+    return MailSkipped(
+        event_id=f"s{n}",
+        tenant_id=TENANT,
+        account_id="a1",
+        email_id=f"se{n}",
+        occurred_at=NOW,
+        options=AccountOptions(owner_id="owner", notify_skipped=notify),
+        summary=MailSummary(from_address=f"x{n}@y.org", subject=f"skipped {n}"),
+        reason=reason,
+    )
+
+
+def failed(n: int, incident: str) -> AccountFailed:
+    return AccountFailed(
+        event_id=f"f{n}",
+        tenant_id=TENANT,
+        account_id="a1",
+        occurred_at=NOW,
+        owner_id="owner",
+        incident_id=incident,
+        reason="login_rejected",
+        message="login rejected by imap.example.com:993",
+    )
+
+
+def publish(broker: Broker, events: list[Event]) -> None:
+    broker.publish([encode_event(e) for e in events])
+
+
+def notifications(store: Store, **query: Any) -> list[dict[str, Any]]:
+    return list(
+        store.notifications.find({"tenant_id": TENANT, **query}).sort(
+            [("created_at", 1), ("_id", 1)]
+        )
+    )
+
+
+def settled(broker: Broker, store: Store, count: int) -> Callable[[], bool]:
+    """All published events consumed and `count` notifications stored."""
+    queue = broker.topology.work_queue("notifier")
+    return lambda: (
+        broker.queue_counts(queue)[0] == 0
+        and store.notifications.count_documents({"tenant_id": TENANT}) >= count
+    )
+
+
+def test_new_customer_gets_customer_assigned_then_incoming_email(
+    notifier: threading.Event, broker: Broker, store: Store
+) -> None:
+    publish(broker, [routed(1, manager_id="m1", assigned_now=True, matched_by="created")])
+    wait_until(settled(broker, store, 2), 20, "two notifications")
+    docs = notifications(store)
+    assert [d["kind"] for d in docs] == ["customer_assigned", "incoming_email"]
+    assert docs[0]["created_at"] < docs[1]["created_at"]
+    assert {d["user_id"] for d in docs} == {"m1"}
+    mail = docs[1]
+    assert (mail["email_id"], mail["subject"], mail["from_address"]) == (
+        "e1",
+        "subject 1",
+        "c1@x.org",
+    )
+    assert mail["preview"] == "Hello there" and "webhook" not in mail
+
+
+def test_incoming_email_only_with_notify_manager(
+    notifier: threading.Event, broker: Broker, store: Store
+) -> None:
+    publish(
+        broker,
+        [
+            routed(1, manager_id="m1"),
+            routed(2, manager_id="m1", options={"notify_manager": True}),
+            routed(3, manager_id=None, options={"notify_manager": True}),
+            routed(4, manager_id="m2", order_id="o4", options={"notify_manager": True}),
+        ],
+    )
+    wait_until(settled(broker, store, 2), 20, "the notifier to drain")
+    docs = notifications(store)
+    assert sorted((d["kind"], d["email_id"], d["user_id"]) for d in docs) == [
+        ("incoming_email", "e2", "m1"),
+        ("incoming_email", "e4", "m2"),
+    ]
+    assert next(d for d in docs if d["email_id"] == "e4")["order_id"] == "o4"
+
+
+def test_message_skipped_only_with_notify_skipped(
+    notifier: threading.Event, broker: Broker, store: Store
+) -> None:
+    publish(broker, [skipped(1, notify=False), skipped(2, notify=True, reason="too_large")])
+    wait_until(settled(broker, store, 1), 20, "the notifier to drain")
+    [doc] = notifications(store)
+    assert (doc["kind"], doc["user_id"], doc["reason"]) == ("message_skipped", "owner", "too_large")
+    assert doc["from_address"] == "x2@y.org" and doc["subject"] == "skipped 2"
+    assert "x2@y.org" in doc["text"] and "larger" in doc["text"]
+
+
+def test_every_event_type_redelivered_notifies_once(
+    notifier: threading.Event, broker: Broker, store: Store
+) -> None:
+    events: list[Event] = [
+        routed(1, manager_id="m1", assigned_now=True, matched_by="created"),
+        routed(2, manager_id="m1", options={"notify_manager": True}),
+        skipped(3, notify=True),
+        failed(4, "incident-1"),
+        failed(5, "incident-1"),  # another retry of the same incident
+    ]
+    publish(broker, events)
+    publish(broker, events)
+    wait_until(settled(broker, store, 5), 20, "five notifications")
+    kinds = sorted(d["kind"] for d in notifications(store))
+    assert kinds == [
+        "account_error",
+        "customer_assigned",
+        "incoming_email",
+        "incoming_email",
+        "message_skipped",
+    ]
+    dlq = broker.topology.dead_letter_queue(broker.topology.work_queue("notifier"))
+    assert broker.queue_counts(dlq)[0] == 0
