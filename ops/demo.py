@@ -8,6 +8,7 @@ import os
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -24,14 +25,22 @@ MANAGERS = [
     {"_id": "m-ivan", "name": "Ivan", "status": "free", "online": True},
     {"_id": "m-olga", "name": "Olga", "status": "lunch", "online": True},
 ]
-SAMPLES = [  # (mailbox, sender, subject, what the rules should do)
-    ("shop", "Peter Novak <peter@customer.example>", "Re: [#3112] delivery date?", "order tag"),
-    ("shop", "Anna <ANNA@customer.example>", "Invoice question", "known sender"),
-    ("shop", "Lena <lena@new.example>", "Do you ship to Norway?", "new customer"),
-    ("shop", "Tom <tom@new.example>", "Wholesale prices", "new customer"),
-    ("shop", "Eva <eva@new.example>", "Catalogue please", "new customer"),
-    ("outlet", "Stranger <who@unknown.example>", "Hello?", "skipped: unknown sender"),
+SAMPLES = [  # (mailbox, sender, subject, the rule that should apply)
+    ("shop", "Peter Novak <peter@customer.example>", "Re: [#3112] delivery date?", "subject_tag"),
+    ("shop", "Anna <ANNA@customer.example>", "Invoice question", "sender"),
+    ("shop", "Lena <lena@new.example>", "Do you ship to Norway?", "created"),
+    ("shop", "Tom <tom@new.example>", "Wholesale prices", "created"),
+    ("shop", "Eva <eva@new.example>", "Catalogue please", "created"),
+    ("outlet", "Stranger <who@unknown.example>", "Hello?", "skipped"),
 ]
+RULES = {
+    "subject_tag": "order tag [#3112] -> the order (and its customer)",
+    "sender": "known sender -> that customer",
+    "created": "new sender, create on -> new customer, given to the group",
+    "skipped": "new sender, create off -> skipped, the owner told",
+}
+# One each for the order's and Anna's manager, two per new customer, one for the skip.
+EXPECTED_NOTIFICATIONS = 1 + 1 + 2 * 3 + 1
 
 
 def register(commands: Any) -> None:
@@ -126,45 +135,69 @@ def _add_accounts(
     return users
 
 
-def _wait(ctx: Context, tenant: str, expected: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    done = 0
+def _wait(ctx: Context, tenant: str, timeout: float) -> int:
+    """Wait until every mail and notification is in; the number of mails processed."""
+    deadline, shown, done = time.monotonic() + timeout, "", 0
     while time.monotonic() < deadline:
         done = ctx.store.emails.count_documents({"tenant_id": tenant})
         notes = ctx.store.notifications.count_documents({"tenant_id": tenant})
-        print(f"\r  mails processed: {done}/{expected}  notifications: {notes}", end="", flush=True)
-        if done >= expected and notes >= expected + 2:
+        line = f"  mails processed: {done}/{len(SAMPLES)}  notifications: {notes}"
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if done >= len(SAMPLES) and notes >= EXPECTED_NOTIFICATIONS:
             break
-        time.sleep(0.5)
-    time.sleep(1.0)  # let the last notifications land
-    print()
+        time.sleep(0.3)
     return done
 
 
-def _report(ctx: Context, tenant: str) -> None:
-    managers = {m["_id"]: m["name"] for m in MANAGERS} | {"u-admin": "admin (owner)"}
-    rows = []
-    for e in ctx.store.emails.find({"tenant_id": tenant}).sort("received_at", 1):
+def _manager_of(ctx: Context, tenant: str, email: dict[str, Any]) -> str | None:
+    if email.get("order_id"):
+        order = ctx.store.orders.find_one({"tenant_id": tenant, "_id": email["order_id"]})
+        if order and order.get("manager_id"):
+            return str(order["manager_id"])
+    customer = ctx.store.customers.find_one({"tenant_id": tenant, "_id": email.get("customer_id")})
+    return str(customer["manager_id"]) if customer and customer.get("manager_id") else None
+
+
+def _report(ctx: Context, tenant: str) -> list[str]:
+    """Print what happened to each mail and who was told what; the mails that went wrong."""
+    names = {m["_id"]: m["name"] for m in MANAGERS} | {"u-admin": "admin (account owner)"}
+    expected = {subject: rule for _box, _sender, subject, rule in SAMPLES}
+    rows, wrong = [], []
+    for e in ctx.store.emails.find({"tenant_id": tenant}).sort([("received_at", 1), ("_id", 1)]):
+        outcome = e.get("matched_by") or "skipped"
+        rule = expected.get(e.get("subject") or "", "?")
+        if outcome != rule:
+            wrong.append(f"{e.get('subject')!r}: expected {rule}, got {outcome}")
+        manager = _manager_of(ctx, tenant, e)
         rows.append(
             {
                 "from": e.get("from_address"),
                 "subject": e.get("subject"),
-                "outcome": e.get("matched_by") or f"skipped: {e.get('skip_reason')}",
+                "outcome": outcome if e.get("matched_by") else f"skipped ({e.get('skip_reason')})",
                 "order": e.get("order_id"),
                 "customer": e.get("customer_id"),
-                "manager": managers.get(e.get("manager_id") or "", None),
+                "manager": names.get(manager or "", manager),
+                "as_expected": outcome == rule,
             }
         )
     print("\nWhat happened to each mail:")
-    print_table(rows, ["from", "subject", "outcome", "order", "customer", "manager"])
+    print_table(rows, ["from", "subject", "outcome", "order", "customer", "manager", "as_expected"])
+    subjects = {e["_id"]: e.get("subject") for e in ctx.store.emails.find({"tenant_id": tenant})}
     notes = [
-        {"to": managers.get(n["user_id"], n["user_id"]), "kind": n["kind"], "text": n["text"]}
+        {
+            "to": names.get(n["user_id"], n["user_id"]),
+            "kind": n["kind"],
+            "about": subjects.get(n.get("email_id"), n.get("customer_id")),
+        }
         for n in ctx.store.notifications.find({"tenant_id": tenant}).sort(
-            [("user_id", 1), ("created_at", 1)]
+            [("user_id", 1), ("created_at", 1), ("_id", 1)]
         )
     ]
-    print("\nNotifications:")
-    print_table(notes, ["to", "kind", "text"])
+    print("\nNotifications, per manager, in the order they were made:")
+    print_table(notes, ["to", "kind", "about"])
+    return wrong
 
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
@@ -182,25 +215,37 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     )
     import_data(ctx, _crm(tenant))
     users = _add_accounts(ctx, args, tenant, password, stamp)
-    for box, sender, subject, what in SAMPLES:
+    for box, sender, subject, rule in SAMPLES:
         _append(args, users[box], password, _message(sender, subject))
-        print(f"  mail to {box:<6} from {sender:<38} {subject!r:<32} expect: {what}")
-    print("Running fetcher, binder, assigner and notifier...")
-    children = [
-        subprocess.Popen([sys.executable, "-m", s], stderr=subprocess.DEVNULL) for s in STAGES
-    ]
-    try:
-        done = _wait(ctx, tenant, len(SAMPLES), args.timeout)
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=60)
-    _report(ctx, tenant)
-    if done < len(SAMPLES):
-        print(
-            f"mailintake: error: only {done} of {len(SAMPLES)} mails were processed",
-            file=sys.stderr,
+        print(f"  mail to {box:<6} from {sender:<38} {subject!r:<30} rule: {RULES[rule]}")
+    log_path = os.path.join(tempfile.gettempdir(), f"mailintake-{tenant}.log")
+    print(f"Running fetcher, binder, assigner and notifier (their logs: {log_path})...")
+    with open(log_path, "ab") as log:
+        children = [
+            subprocess.Popen([sys.executable, "-m", s], stdout=log, stderr=log) for s in STAGES
+        ]
+        try:
+            done = _wait(ctx, tenant, args.timeout)
+        finally:
+            _stop(children)
+    wrong = _report(ctx, tenant)
+    if done < len(SAMPLES) or wrong:
+        missing = (
+            [f"only {done} of {len(SAMPLES)} mails were processed"] if done < len(SAMPLES) else []
         )
+        print(f"mailintake: error: {'; '.join(missing + wrong)} (see {log_path})", file=sys.stderr)
         return 1
+    print(f"\nAll {len(SAMPLES)} mails went by the rules.")
     return 0
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each stage (each finishes the message in hand), then wait for them."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
