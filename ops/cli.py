@@ -7,13 +7,24 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ops import accounts, crm, demo, dlq, listings, managers, queues, run, webhooks
+from ops import (
+    accounts,
+    crm,
+    demo,
+    dlq,
+    listings,
+    managers,
+    queues,
+    run,
+    secrets,
+    webhooks,
+)
 from ops.context import Context
 from ops.output import UserError
 from shared.errors import ConfigError, MailintakeError
 from shared.logging import configure_logging
 
-MODULES = (accounts, crm, listings, managers, webhooks, queues, dlq, run, demo)
+MODULES = (accounts, crm, listings, managers, webhooks, queues, dlq, secrets, run, demo)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
