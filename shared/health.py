@@ -117,16 +117,34 @@ def connectivity_problems(checks: dict[str, Callable[[], object]]) -> list[str]:
     return problems
 
 
-def stage_readiness(
-    consuming: threading.Event, store_ping: Callable[[], object], queue: str
+def process_readiness(
+    consuming: dict[str, threading.Event], store_ping: Callable[[], object]
 ) -> Readiness:
-    """A consuming stage is ready when its worker consumes and the store answers."""
+    """Ready when each consumer (queue -> its `consuming` event) consumes and the store answers."""
 
-    def broker() -> str | None:
-        return None if consuming.is_set() else f"not consuming {queue} (RabbitMQ unreachable?)"
+    def consumers() -> str | None:
+        idle = [queue for queue, event in consuming.items() if not event.is_set()]
+        return f"not consuming {', '.join(idle)} (RabbitMQ unreachable?)" if idle else None
 
     def store() -> str | None:
         problems = connectivity_problems({"ping": store_ping})
         return problems[0] if problems else None
 
-    return Readiness({"broker": broker, "store": store})
+    return Readiness({"broker": consumers, "store": store})
+
+
+def start_endpoints(
+    port: int | None,
+    *,
+    consuming: dict[str, threading.Event],
+    store_ping: Callable[[], object],
+    collectors: Sequence[Collector] = (),
+) -> ThreadingHTTPServer | None:
+    """For any process: serve /metrics, /healthz, /readyz on `port` (None: serve nothing).
+
+    A consuming stage passes {queue: worker.consuming}; the fetcher passes {} and
+    `AccountsCollector` for the per-account metrics.
+    """
+    if port is None:
+        return None
+    return serve(port, process_readiness(consuming, store_ping), collectors)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared.errors import StoreUnavailableError
-from shared.health import serve, stage_readiness
+from shared.health import start_endpoints
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Broker
 from shared.metrics import outcome_recorder
@@ -71,10 +71,9 @@ def run_stage(
         policy=retry_policy(settings),
         on_outcome=outcome_recorder(stage),
     )
-    endpoints = None
-    if settings.metrics_port is not None:
-        readiness = stage_readiness(worker.consuming, store.ping, worker.queue)
-        endpoints = serve(settings.metrics_port, readiness)
+    endpoints = start_endpoints(
+        settings.metrics_port, consuming={worker.queue: worker.consuming}, store_ping=store.ping
+    )
     if stop is None:
         install_stop_signals(worker.stop)
     else:
