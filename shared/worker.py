@@ -12,7 +12,12 @@ from types import FrameType
 import structlog
 
 from shared.contracts import Event
-from shared.errors import BrokerUnavailableError, PermanentError, StoreUnavailableError
+from shared.errors import (
+    BrokerUnavailableError,
+    PermanentError,
+    PublishNotConfirmedError,
+    StoreUnavailableError,
+)
 from shared.logging import get_logger
 from shared.messaging import Broker, failure_headers
 from shared.topology import Topology
@@ -131,13 +136,15 @@ class StageWorker:
         while not self.stop.is_set():
             try:
                 self.broker.connect()
-                self.broker.declare([self.stage])
+                self.broker.declare()  # all of it: outputs must find their queues
                 self.consuming.set()
                 log.info("consuming", queue=self.queue)
                 self.broker.consume(self.queue, self.handle, self.settle, self.stop)
                 delay = 0.5
-            except BrokerUnavailableError as exc:
+            except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
+                # The message in hand was not acked: RabbitMQ delivers it again.
                 self.consuming.clear()
+                self.broker.close()
                 log.warning("broker_unavailable", error=str(exc), retry_in=delay)
                 self.stop.wait(delay)
                 delay = min(delay * 2, 10.0)
