@@ -41,7 +41,7 @@ def _decide(
     blobs: BlobStore,
     now: datetime,
 ) -> dict[str, Any]:
-    if raw is None and event.raw_ref is not None:
+    if event.raw_ref is not None and not raw:
         raw = blobs.get(event.raw_ref)
     raw = raw or b""
     try:

@@ -177,3 +177,19 @@ def test_thread_reply_joins_the_order(crm: FakeCrmDirectory) -> None:
     out, _ = run(crm, reply, fetched(2, thread_replies=True), archive)
     assert isinstance(out, MailBound) and out.matched_by == "thread"
     assert out.order_id == "order-3112"
+
+
+def test_mail_stored_in_gridfs_is_read_from_there(crm: FakeCrmDirectory) -> None:
+    """Large mail travels by reference: the AMQP body is empty and the raw is in the blobs."""
+    blobs = FakeBlobStore()
+    blobs.put(
+        "raw/e1",
+        make_mail("ann@example.com", "big one"),
+        tenant_id=T,
+        content_type="message/rfc822",
+    )
+    event = fetched().model_copy(update={"raw_ref": "raw/e1"})
+    [out] = handle_mail_fetched(
+        event, b"", crm=crm, archive=FakeEmailArchive(), blobs=blobs, now=NOW
+    )
+    assert isinstance(out, MailBound) and out.matched_by == "sender"
