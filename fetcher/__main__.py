@@ -4,31 +4,80 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from fetcher.settings import FetcherSettings
 from fetcher.supervisor import Supervisor
-from shared.errors import ConfigError
-from shared.logging import configure_logging
+from shared.checks import check_stage
+from shared.errors import ConfigError, StoreUnavailableError
+from shared.health import start_endpoints
+from shared.logging import configure_logging, get_logger
+from shared.metrics import AccountsCollector
 from shared.runtime import open_store
+from shared.store import Store, store_errors
 from shared.worker import install_stop_signals
+
+log = get_logger("mailintake.fetcher")
+
+METRIC_FIELDS = {"enabled": 1, "state": 1, "progress": 1}  # no addresses, no secrets
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
+def account_docs(store: Store) -> Callable[[], list[dict[str, Any]]]:
+    """What the accounts metrics read at scrape time; nothing while the store is away."""
+
+    def read() -> list[dict[str, Any]]:
+        try:
+            with store_errors("read accounts for metrics"):
+                return list(store.accounts.find({}, METRIC_FIELDS))
+        except StoreUnavailableError as exc:
+            log.warning("metrics_store_unavailable", error=str(exc))
+            return []
+
+    return read
+
+
+def leases_probe(supervisor: Supervisor) -> Callable[[], str | None]:
+    """Ready once a lease round reached the store within the last lease period."""
+
+    def probe() -> str | None:
+        last, seconds = supervisor.last_tick, supervisor.leases.seconds
+        if last is None:
+            return "no lease round has reached the store yet"
+        age = (now() - last).total_seconds()
+        return f"no lease round has reached the store for {age:.0f}s" if age > seconds else None
+
+    return probe
+
+
 def main() -> int:
     settings = FetcherSettings()
     configure_logging(settings.log_format, settings.log_level)
+    if "--check" in sys.argv[1:]:  # `python -m fetcher --check`: readiness as the exit code
+        return check_stage("fetcher", settings)
     if settings.secret_key is None:
         raise ConfigError("MAILINTAKE_SECRET_KEY is not set: it decrypts mailbox passwords")
     stop = threading.Event()
     install_stop_signals(stop)
     store = open_store(settings)
+    supervisor = Supervisor(settings, store, stop, clock=now)
+    endpoints = start_endpoints(
+        settings.metrics_port,
+        consuming={},
+        store_ping=store.ping,
+        collectors=[AccountsCollector(account_docs(store))],
+        probes={"leases": leases_probe(supervisor)},
+    )
     try:
-        Supervisor(settings, store, stop, clock=now).run()
+        supervisor.run()
     finally:
+        if endpoints is not None:
+            endpoints.shutdown()
         store.close()
     return 0
 

@@ -28,6 +28,7 @@ from shared.blobs import GridFsBlobStore
 from shared.crypto import SecretBox
 from shared.errors import MailboxError, TransientError
 from shared.logging import get_logger
+from shared.metrics import record_fetch
 from shared.runtime import open_broker
 from shared.store import Store
 
@@ -169,6 +170,7 @@ class AccountRunner:
 
     def _done(self, result: SyncResult) -> None:
         self._health.succeeded(now=self._clock())
+        record_fetch(self.account.id, fetched=result.fetched)
         if result.fetched or result.duplicates:
             log.info(
                 "mail_fetched",

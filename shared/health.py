@@ -139,12 +139,15 @@ def start_endpoints(
     consuming: dict[str, threading.Event],
     store_ping: Callable[[], object],
     collectors: Sequence[Collector] = (),
+    probes: dict[str, Probe] | None = None,
 ) -> ThreadingHTTPServer | None:
     """For any process: serve /metrics, /healthz, /readyz on `port` (None: serve nothing).
 
     A consuming stage passes {queue: worker.consuming}; the fetcher passes {} and
-    `AccountsCollector` for the per-account metrics.
+    `AccountsCollector` for the per-account metrics. `probes` adds readiness checks of its own.
     """
     if port is None:
         return None
-    return serve(port, process_readiness(consuming, store_ping), collectors)
+    readiness = process_readiness(consuming, store_ping)
+    readiness.probes.update(probes or {})
+    return serve(port, readiness, collectors)

@@ -1,13 +1,15 @@
-"""Two fetcher replicas share six accounts through leases; a killed one's are taken over."""
+"""Two fetcher replicas share six accounts fairly through leases; a killed one's are taken over."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from fetcher.leases import MongoLeases
 from shared.contracts import MailFetched
 from shared.messaging import Broker
 from shared.settings import Settings
@@ -22,11 +24,22 @@ LEASE = 3
 
 
 def holders(store: Store, ids: list[str]) -> dict[str, str | None]:
-    docs = store.accounts.find({"_id": {"$in": ids}}, {"lease": 1})
-    return {d["_id"]: (d.get("lease") or {}).get("holder") for d in docs}
+    """Who holds each account's lease now (None: nobody)."""
+    return MongoLeases(store, "observer", LEASE).holders(ids, now=datetime.now(UTC))
 
 
-def test_each_account_is_fetched_by_one_replica_and_taken_over_when_it_dies(
+def spread(store: Store, ids: list[str]) -> list[int]:
+    """How many of the accounts each holder holds, most first (unheld ones not counted)."""
+    held = Counter(h for h in holders(store, ids).values() if h is not None)
+    return sorted(held.values(), reverse=True)
+
+
+def pid_of(holder: str | None) -> int:
+    assert holder is not None
+    return int(holder.split("-")[-2])
+
+
+def test_replicas_share_accounts_fairly_and_take_over_a_killed_ones(
     mailbox: Mailbox,
     store: Store,
     broker: Broker,
@@ -42,29 +55,37 @@ def test_each_account_is_fetched_by_one_replica_and_taken_over_when_it_dies(
     replicas = [StageProcesses(env, tmp_path / name) for name in ("r1", "r2")]
     for replica in replicas:
         replica.log_dir.mkdir()
-        replica.start("fetcher")
+
+    def logs() -> str:
+        return "\n".join(r.logs() for r in replicas)
+
     try:
+        replicas[0].start("fetcher")  # alone, it takes all six
         queue = binder_queue(broker)
-        wait_until(lambda: broker.queue_counts(queue)[0] >= 6, timeout=30, what="six mails")
-        first = drain(broker, queue)
+        wait_until(lambda: broker.queue_counts(queue)[0] >= 6, 30, "six mails", logs)
+        assert spread(store, ids) == [6]
+        replicas[1].start("fetcher")  # the first gives back what exceeds its fair share
+        wait_until(lambda: spread(store, ids) == [3, 3], LEASE * 4, "three accounts each", logs)
+        first = drain(broker, queue)  # every account fetched once, across the handover
         assert sorted(e.account_id for e in first if isinstance(e, MailFetched)) == sorted(ids)
 
         held = holders(store, ids)
         pids = {r.procs["fetcher"].pid: r for r in replicas}
-        assert all(h is not None and int(h.split("-")[-2]) in pids for h in held.values())
-        busiest, _n = Counter(held.values()).most_common(1)[0]
-        assert busiest is not None
-        victim = pids[int(busiest.split("-")[-2])]
-        victim.kill("fetcher")
-        orphans = [i for i, h in held.items() if h == busiest]
-
+        assert {pid_of(h) for h in held.values()} == set(pids)
+        victim_holder = held[ids[0]]
+        pids[pid_of(victim_holder)].kill("fetcher")
+        survivor = next(h for h in held.values() if h != victim_holder)
         for box, account_id in zip(boxes, ids, strict=True):
             box.append(make_mail("b@x.org", f"second for {account_id}"))
-        wait_until(lambda: broker.queue_counts(queue)[0] >= 6, timeout=LEASE * 5, what="takeover")
+        wait_until(  # a dead replica's leases lapse after LEASE s; a tick comes every LEASE/3 s
+            lambda: set(holders(store, ids).values()) == {survivor},
+            LEASE * 2,
+            "the survivor holding all six",
+            logs,
+        )
+        wait_until(lambda: broker.queue_counts(queue)[0] >= 6, LEASE * 5, "the second mails", logs)
         second = drain(broker, queue)
         assert sorted(e.account_id for e in second) == sorted(ids)  # each exactly once
-        now_held = holders(store, orphans)
-        assert all(h not in (None, busiest) for h in now_held.values())
     finally:
         for replica in replicas:
             replica.stop_all()

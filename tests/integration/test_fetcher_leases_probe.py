@@ -1,14 +1,19 @@
-"""Leases on the real store (claim, renew, expire, release) and `accounts test` on Dovecot."""
+"""Leases on the real store (claim, renew, expire, release, races) and `accounts test`."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from fetcher.leases import MongoLeases
 from fetcher.probe import probe
-from shared.accounts import AccountConfig
+from fetcher.replicas import MongoReplicas, fair_share
+from fetcher.settings import FetcherSettings
+from fetcher.supervisor import Supervisor
+from shared.accounts import Account, AccountConfig
+from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import Mailbox
@@ -43,6 +48,140 @@ def test_a_disabled_account_cannot_be_claimed_or_renewed(
     store.accounts.update_one({"_id": account.id}, {"$set": {"enabled": False}})
     assert not leases.renew(account, now=T0)
     assert leases.claim(account, now=T0) is None
+
+
+def test_an_expired_lease_is_not_renewed_but_claimed_again(
+    mailbox: Mailbox, store: Store, settings: Settings
+) -> None:
+    account = add_account(store, settings, mailbox)
+    a = MongoLeases(store, "a", 30)
+    assert a.claim(account, now=T0) is not None
+    assert not a.renew(account, now=T0 + timedelta(seconds=31))  # its holder stopped at 30
+    assert a.claim(account, now=T0 + timedelta(seconds=31)) is not None
+    assert a.holders([account.id], now=T0 + timedelta(seconds=32)) == {account.id: "a"}
+    a.release(account)
+    assert a.holders([account.id], now=T0 + timedelta(seconds=32)) == {account.id: None}
+
+
+THREADS, ROUNDS, LEASE = 6, 40, 30
+
+
+def race_round(contenders: list[MongoLeases], account: Account, until: datetime) -> list[bool]:
+    """At the same instant the holder renews (its clock: 1 s before `until`) and everyone
+    else claims (their clocks: 1 s after); who got the lease."""
+    current = contenders[0].current(account.id)
+    assert current is not None
+    barrier = threading.Barrier(len(contenders))
+    won = [False] * len(contenders)
+
+    def contend(i: int) -> None:
+        leases = contenders[i]
+        barrier.wait()
+        if leases.holder == current.holder:
+            won[i] = leases.renew(account, now=until - timedelta(seconds=1))
+        else:
+            won[i] = leases.claim(account, now=until + timedelta(seconds=1)) is not None
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(contenders))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return won
+
+
+def test_racing_replicas_win_each_term_exactly_once(
+    mailbox: Mailbox, store: Store, settings: Settings
+) -> None:
+    account = add_account(store, settings, mailbox)
+    clients = [Store(settings.mongo_url.get_secret_value()) for _ in range(THREADS)]
+    contenders = [MongoLeases(c, f"r{i}", LEASE) for i, c in enumerate(clients)]
+    try:
+        assert contenders[0].claim(account, now=T0) is not None
+        grants = [("r0", T0, T0 + timedelta(seconds=LEASE))]  # (holder, from, until)
+        for number in range(2, ROUNDS + 2):
+            prior_holder, _from, until = grants[-1]
+            won = race_round(contenders, account, until)
+            assert won.count(True) == 1, won  # one winner per term, never two
+            winner = contenders[won.index(True)].holder
+            current = contenders[0].current(account.id)
+            assert current is not None and (current.number, current.holder) == (number, winner)
+            start = current.until - timedelta(seconds=LEASE)
+            assert winner == prior_holder or start > until  # another holder starts after the end
+            grants.append((winner, start, current.until))
+        assert len({g[0] for g in grants}) > 1  # the lease did change hands in the race
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_live_replicas_are_those_whose_heartbeat_is_fresh(store: Store) -> None:
+    a, b = MongoReplicas(store, "a", 30), MongoReplicas(store, "b", 30)
+    a.beat(T0)
+    assert b.live(T0) == 2  # a, and b itself even before its first beat
+    assert b.live(T0 + timedelta(seconds=31)) == 1  # a stopped beating
+    b.beat(T0)
+    a.leave()
+    assert b.live(T0) == 1
+
+
+@pytest.mark.parametrize(
+    ("accounts", "replicas", "share"), [(6, 1, 6), (6, 2, 3), (7, 2, 4), (2, 3, 1), (0, 2, 0)]
+)
+def test_a_fair_share_is_the_accounts_over_the_live_replicas_rounded_up(
+    accounts: int, replicas: int, share: int
+) -> None:
+    assert fair_share(accounts, replicas) == share
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def supervised(settings: Settings, store: Store, broker: Broker) -> tuple[Supervisor, Clock]:
+    fetcher_settings = FetcherSettings.model_validate(
+        {**settings.model_dump(), "lease_seconds": 30}
+    )
+    clock = Clock(datetime.now(UTC))
+    return Supervisor(fetcher_settings, store, threading.Event(), clock=clock, holder="a"), clock
+
+
+def test_a_replica_stops_fetching_at_once_when_its_lease_was_taken(
+    mailbox: Mailbox, store: Store, settings: Settings, supervised: tuple[Supervisor, Clock]
+) -> None:
+    sup, clock = supervised
+    account = add_account(store, settings, mailbox)
+    sup.tick()
+    assert account.id in sup.runners
+    runner = sup.runners[account.id].runner
+    taker = MongoLeases(store, "b", 30)  # b's clock is 31 s ahead: it sees the lease expired
+    assert taker.claim(account, now=clock.at + timedelta(seconds=31)) is not None
+    clock.at += timedelta(seconds=10)
+    sup.tick()  # the renewal finds a higher term than ours
+    assert account.id not in sup.runners and not runner.alive()
+    assert taker.holders([account.id], now=clock.at) == {account.id: "b"}  # not released
+    sup.shutdown()
+
+
+def test_a_replica_that_cannot_renew_stops_before_its_lease_ends(
+    mailbox: Mailbox, store: Store, settings: Settings, supervised: tuple[Supervisor, Clock]
+) -> None:
+    sup, clock = supervised
+    account = add_account(store, settings, mailbox)
+    sup.tick()
+    runner = sup.runners[account.id].runner
+    clock.at += timedelta(seconds=14)  # no tick reached the store for half a lease
+    sup._expire(clock.at)
+    assert account.id in sup.runners  # a renewal may still come in time
+    clock.at += timedelta(seconds=7)  # the lease would end before the next tick
+    sup._expire(clock.at)
+    assert account.id not in sup.runners and not runner.alive()
+    sup.shutdown()
 
 
 def config(mailbox: Mailbox, **overrides: object) -> AccountConfig:
