@@ -6,6 +6,7 @@ message goes to its queue's `.retry` (delayed by a per-message TTL) or `.dlq` wi
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -61,6 +62,9 @@ class Broker:
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._confirms: _Confirms | None = None
+        # Test hook for the fault suite: every message is published twice, as a flaky
+        # network or a publisher retrying after a lost confirm would do.
+        self._duplicate = os.environ.get(DUPLICATE_PUBLISH_ENV) == "1"
 
     # -- connection ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -172,6 +176,8 @@ class Broker:
         Up to PUBLISH_WINDOW messages are in flight before waiting for their confirms: about
         ten times the rate of waiting for each confirm in turn.
         """
+        if self._duplicate:
+            messages = [m for m in messages for _ in (1, 2)]
         with self._translated("publish"):
             ch = self.channel
             assert self._confirms is not None
@@ -284,6 +290,7 @@ def failure_headers(message: Incoming, exc: BaseException) -> dict[str, Any]:
 
 
 PUBLISH_WINDOW = 1000
+DUPLICATE_PUBLISH_ENV = "MAILINTAKE_TEST_DUPLICATE_PUBLISH"  # test hook: "1" publishes twice
 CONFIRM_TIMEOUT = 60.0
 
 
