@@ -1,0 +1,199 @@
+"""First load: N mixed mails through all four stages vs imaplib, getmail6 and mbsync, same mailbox.
+
+The mailbox (2-20 KB mails in utf-8, iso-8859-1, koi8-r and shift_jis, 1 in 10 with a 100 KB
+attachment; 25 % order tags, 25 % known senders, 35 % new senders with "create customer" on,
+15 % auto-replies from unknown senders, skipped) is filled once per size and reused. In one run:
+a plain imaplib `UID FETCH BODY.PEEK[]` (the ceiling), getmail6 and mbsync into a Maildir, then
+the four stages as processes (durable quorum queues, confirms, acknowledged writes) from the
+fetcher's start to the last notification, with each stage's peak RSS and CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (
+    RESULTS,
+    Run,
+    cached_mailbox,
+    kind_of,
+    mixed_mail,
+    notifications_for,
+    print_table,
+    proc_status,
+    quick_default,
+    save_json,
+    seed_crm,
+    wait_for,
+)
+from bench.peers import ensure_tools, getmail6, imaplib_fetch, mbsync
+from bench.profiling import Profile, summary
+from tests.services import MailServer, load_local_env, mail_server
+
+TARGETS = {"getmail6": 4.0, "mbsync": 0.5}
+RSS_LIMIT_MB = 200
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--count", type=int, help="mails in the mailbox (20000; --quick: 1000)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        default=quick_default(),
+        help="1,000 mails, under a minute once the mailbox exists (BENCH_QUICK=1)",
+    )
+    p.add_argument("--no-peers", action="store_true", help="skip getmail6 and mbsync")
+    p.add_argument(
+        "--profile",
+        choices=["fetcher", "binder", "assigner", "notifier"],
+        help="py-spy this stage during the load and print where its time went",
+    )
+    p.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the load")
+    args = p.parse_args()  # fmt: skip
+    args.count = args.count or (1000 if args.quick else 20_000)
+    return args
+
+
+def peers(server: MailServer, user: str, count: int, skip: bool) -> dict[str, tuple[int, float]]:
+    imaplib_fetch(server, user)  # warm the page cache: every reader after it sees the same
+    out = {"imaplib UID FETCH BODY.PEEK[] (ceiling)": imaplib_fetch(server, user)}
+    if not skip and not ensure_tools():
+        print(f"getmail6 on {count} mails...", flush=True)
+        out["getmail6 -> Maildir"] = getmail6(server, user)
+        print(f"mbsync on {count} mails...", flush=True)
+        out["mbsync -> Maildir"] = mbsync(server, user)
+    return out
+
+
+def pipeline(server: MailServer, user: str, count: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The four stages on a fresh tenant; mails/s from the fetcher's start to the last note."""
+    run = Run.start("bp")
+    try:
+        seed_crm(run.store, run.tenant)
+        run.add_account(
+            server, user, create_customer=True, manager_group_id="g-new", notify_manager=True,
+            notify_skipped=True, ignore_auto_replies=True,
+        )  # fmt: skip
+        expected = notifications_for(kind_of(i) for i in range(count))
+        stages = run.stages()
+        stages.start("binder", "assigner", "notifier")
+        with run.broker() as broker:
+            queues = [broker.topology.work_queue(s) for s in ("binder", "assigner", "notifier")]
+            wait_for(lambda: all(broker.queue_counts(q)[1] for q in queues), 60, "consumers")
+        t0 = datetime.now(UTC)
+        stages.start("fetcher")
+        profile = None
+        if args.profile:
+            profile = Profile(stages.procs[args.profile].pid, RESULTS / f"{args.profile}.raw")
+        notes = run.store.notifications
+        try:
+            try:
+                wait_for(
+                    lambda: notes.count_documents({"tenant_id": run.tenant}) >= expected,
+                    args.timeout, f"{expected} notifications", every=1.0,
+                )  # fmt: skip
+            except TimeoutError as exc:  # report what was done in the time given
+                print(f"INCOMPLETE: {exc}")
+            usage = {s: proc_status(p.pid) for s, p in stages.procs.items()}
+        finally:
+            if profile is not None:
+                profile.stop()
+            stages.stop_all()
+        result = _figures(run, t0, count, expected, usage)
+        if profile is not None:
+            result["profile"] = _show_profile(args.profile, profile.out)
+        return result
+    finally:
+        run.close()
+
+
+def _figures(
+    run: Run, t0: datetime, count: int, expected: int, usage: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """When each stage wrote its last output, and what each process used."""
+    store, tenant = run.store, run.tenant
+
+    def last(coll: Any, field: str) -> float:
+        doc = coll.find_one({"tenant_id": tenant}, sort=[(field, -1)])
+        return (doc[field] - t0).total_seconds() if doc else float("nan")
+
+    account = store.accounts.find_one({"tenant_id": tenant}) or {}
+    fetched_at = (account.get("progress") or {}).get("updated_at")
+    done = {
+        "fetcher": (fetched_at - t0).total_seconds() if fetched_at else float("nan"),
+        "binder": last(store.emails, "created_at"),
+        "assigner": last(store["rotation_slots"], "claimed_at"),
+        "notifier": last(store.notifications, "created_at"),
+    }
+    emails = store.emails.count_documents({"tenant_id": tenant})
+    made = store.notifications.count_documents({"tenant_id": tenant})
+    done_mails = count if made >= expected else int(count * made / expected)
+    rows = [
+        {
+            "stage": s, "done after s": done[s], "mails/s (cumulative)": done_mails / done[s],
+            "cpu s": usage[s]["cpu_s"], "mails per cpu s": count / max(usage[s]["cpu_s"], 0.01),
+            "peak RSS MB": usage[s]["peak_rss_mb"],
+        }
+        for s in ("fetcher", "binder", "assigner", "notifier")
+    ]  # fmt: skip
+    return {"seconds": done["notifier"], "emails": emails, "notifications": made,
+            "expected_notifications": expected, "mails_done": done_mails,
+            "complete": made >= expected, "stages": rows}  # fmt: skip
+
+
+def _show_profile(stage: str, raw: Path) -> dict[str, Any]:
+    own, areas = summary(raw)
+    print_table(f"py-spy: {stage}, time by area (all threads, idle included)", areas)
+    print_table(f"py-spy: {stage}, own time per function (top 15)", own)
+    return {"stage": stage, "areas": areas, "functions": own, "raw": str(raw)}
+
+
+def report(count: int, base: dict[str, tuple[int, float]], load: dict[str, Any]) -> dict[str, Any]:
+    rows = [{"what": k, "mails": n, "seconds": s, "mails/s": n / s} for k, (n, s) in base.items()]
+    rate = load["mails_done"] / load["seconds"]
+    what = "mailintake, 4 stages (fetch -> last notification)"
+    if not load["complete"]:
+        what += f" INCOMPLETE: {load['mails_done']} of {count} in the time given"
+    rows.append({"what": what, "mails": load["mails_done"],
+                 "seconds": load["seconds"], "mails/s": rate})  # fmt: skip
+    print_table(f"First load of {count} mixed mails (same mailbox, same run)", rows)
+    print_table("Per stage (cumulative: upstream stages bound each one)", load["stages"])
+    ratios = {k.split()[0]: rate / (n / s) for k, (n, s) in base.items()}
+    verdicts = [
+        {"vs": k, "ratio": r, "target": f">= {TARGETS[k]}", "met": r >= TARGETS[k]}
+        for k, r in ratios.items() if k in TARGETS
+    ]  # fmt: skip
+    peak = max(r["peak RSS MB"] for r in load["stages"])
+    verdicts.append({"vs": "peak RSS per stage (MB)", "ratio": float(peak),
+                     "target": f"<= {RSS_LIMIT_MB}", "met": peak <= RSS_LIMIT_MB})  # fmt: skip
+    verdicts.insert(0, {"vs": "imaplib", "ratio": ratios["imaplib"], "target": "(ceiling)",
+                        "met": None})  # fmt: skip
+    print_table("mailintake / peer throughput", verdicts)
+    return {"count": count, "rows": rows, "ratios": verdicts, "pipeline": load}
+
+
+def main() -> int:
+    args = parse_args()
+    load_local_env()
+    server = mail_server()
+    user = f"benchmix{args.count}v1"
+    reused, fill_s = cached_mailbox(server, user, args.count, mixed_mail)
+    print(f"mailbox {user}: {'reused' if reused else f'filled in {fill_s:.0f}s'}", flush=True)
+    base = peers(server, user, args.count, args.no_peers)
+    print(f"mailintake on {args.count} mails...", flush=True)
+    load = pipeline(server, user, args.count, args)
+    if load["complete"] and load["emails"] != args.count:
+        print(f"WARNING: {load['emails']} emails documents for {args.count} mails")
+    save_json("pipeline", report(args.count, base, load))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
