@@ -1,0 +1,354 @@
+"""The body side of MIME parsing: charsets, the part walk, attachments and the text preview."""
+
+import codecs
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import policy
+from email.header import decode_header
+from email.message import Message
+from email.parser import BytesParser
+
+MAX_DEPTH = 50
+MAX_PARTS = 10_000
+_HTML_MAX_CHARS = 1_048_576  # markup scanned for a preview
+_MAX_FILENAME = 255
+_OCTET_STREAM = "application/octet-stream"
+_MAX_DECODED_FIELD = 16_384  # header characters decoded as text; far more than is kept
+_MAX_LEGACY_FIELD = 8_192  # compat32's parameter parser is quadratic in quoted semicolons
+
+# Names mail software writes that Python's codecs do not know, or know only as a narrower
+# charset than the one senders really use. An empty value means "says nothing": guess instead.
+_CHARSET_ALIASES = {
+    **dict.fromkeys(("ksc56011987", "ksc5601", "euckr", "korean"), "cp949"),
+    **dict.fromkeys(("unicode11utf7", "unicode20utf7", "xunicode20utf7"), "utf-7"),
+    **dict.fromkeys(("gb2312", "gbk", "xgbk", "cp936"), "gb18030"),
+    **dict.fromkeys(("shiftjis", "sjis", "xsjis", "windows31j"), "cp932"),
+    **dict.fromkeys(("iso88591", "latin1"), "cp1252"),
+    **dict.fromkeys(("windows874", "tis620"), "cp874"),
+    "iso88598i": "iso8859-8",
+    "iso88596i": "iso8859-6",
+    "big5": "big5hkscs",
+    "xmacroman": "mac-roman",
+    **dict.fromkeys(("usascii", "ascii", "unknown8bit", "xunknown", "unknown", "default"), ""),
+    "xuserdefined": "",
+}
+# Codecs Python has that are no charset; punycode also decodes in quadratic time.
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined"})
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_WORDS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_BREAK_TAGS = frozenset(
+    {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote", "pre"}
+    | {"h1", "h2", "h3", "h4", "h5", "h6", "section"}
+)
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)|<[!?/]")
+_HIDDEN_END = {
+    name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in ("script", "style", "title")
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attached file: its decoded name, declared type and decoded content."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    payload: bytes = field(repr=False)
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode text in its declared charset, falling back until something fits; never raises."""
+    for codec, errors in _decode_attempts(charset):
+        try:
+            text = data.decode(codec, errors)
+        except Exception:  # unknown or non-text codec, undecodable bytes, odd codec name
+            continue
+        return _SURROGATES.sub("\ufffd", text)
+    return data.decode("latin-1")
+
+
+def _decode_attempts(charset: str | None) -> list[tuple[str, str]]:
+    declared = _codec_name(charset)
+    attempts = [(declared, "strict")] if declared else []
+    attempts.append(("utf-8", "strict"))
+    if declared:
+        attempts.append((declared, "replace"))
+    attempts.append(("cp1252", "strict"))
+    return list(dict.fromkeys(attempts))
+
+
+def _codec_name(charset: str | None) -> str | None:
+    """Python's codec for a declared charset, or None when it is unknown or says nothing."""
+    if not charset:
+        return None
+    key = re.sub(r"[^a-z0-9]", "", charset.lower())
+    name = _CHARSET_ALIASES.get(key, charset.strip().strip("\"'"))
+    try:
+        codec = codecs.lookup(name).name if name else None
+    except Exception:  # LookupError, or a name no codec search accepts
+        return None
+    return None if codec in _NOT_CHARSETS else codec
+
+
+def unescape_raw(raw: str) -> str:
+    """Turn a raw header value holding undecoded 8-bit bytes back into text."""
+    if not _SURROGATES.search(raw):
+        return raw
+    try:
+        data = raw.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", raw)
+    return decode_bytes(data, None)
+
+
+def decode_header_text(raw: str) -> str:
+    """Decode a raw header value: RFC 2047 encoded words and undeclared 8-bit bytes."""
+    text = unescape_raw(raw[:_MAX_DECODED_FIELD])
+    if "=?" not in text:
+        return text
+    try:
+        chunks = decode_header(text)
+    except Exception:  # broken base64 inside an encoded word, and the like
+        return text
+    return "".join(_decode_chunk(chunk, charset) for chunk, charset in chunks)
+
+
+def _decode_chunk(chunk: bytes | str, charset: str | None) -> str:
+    if isinstance(chunk, str):
+        return chunk
+    if charset is None:  # decode_header keeps plain runs as raw-unicode-escape bytes
+        try:
+            return chunk.decode("raw-unicode-escape")
+        except UnicodeDecodeError:
+            return chunk.decode("latin-1")
+    return decode_bytes(chunk, charset)
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Collapse whitespace and control characters to single spaces; keep `limit` characters."""
+    words: list[str] = []
+    total = 0
+    for match in _WORDS.finditer(text):
+        if total >= limit:
+            break
+        words.append(match.group())
+        total += len(words[-1]) + 1
+    return _SURROGATES.sub("\ufffd", " ".join(words))[:limit]
+
+
+def html_to_text(markup: str, limit: int) -> str:
+    """Visible text of an HTML document, entities unescaped: one linear scan of its markup.
+
+    Not HTMLParser: it is quadratic on unclosed comments and tags, hostile input.
+    """
+    markup = markup[:_HTML_MAX_CHARS]
+    chunks: list[str] = []
+    pos = length = 0
+    while pos < len(markup) and length <= limit:
+        tag = _TAG.search(markup, pos)
+        start = tag.start() if tag else len(markup)
+        chunks.append(markup[pos:start])
+        length += sum(map(len, chunks[-1].split()))
+        pos, gap = _after_tag(markup, tag) if tag else (start, "")
+        chunks.append(gap)
+    return clean_text(html.unescape("".join(chunks)), limit)
+
+
+def _after_tag(markup: str, tag: re.Match[str]) -> tuple[int, str]:
+    """Where text resumes after a tag, comment or hidden element, and the gap it leaves."""
+    if tag.group() == "<!" and markup.startswith("<!--", tag.start()):
+        end = markup.find("-->", tag.start() + 4)
+        return (end + 3 if end >= 0 else len(markup)), ""
+    end = markup.find(">", tag.start())
+    if end < 0:
+        return len(markup), ""
+    name = (tag.group(2) or "").lower()
+    if name in _HIDDEN_END and not tag.group(1):
+        close = _HIDDEN_END[name].search(markup, end)
+        return (close.end() if close else len(markup)), " "
+    return end + 1, " " if name in _BREAK_TAGS else ""
+
+
+def content_type(part: Message) -> str:
+    """The part's media type, or application/octet-stream when it cannot be read."""
+    try:
+        value = part.get_content_type()
+    except Exception:  # the header parser chokes on some hostile Content-Type values
+        return _OCTET_STREAM
+    return value if _CONTENT_TYPE.fullmatch(value) else _OCTET_STREAM
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:  # same as above, for Content-Disposition
+        return None
+
+
+def _filename(part: Message) -> str | None:
+    names = (_guarded_filename(part), _guarded_filename(_legacy_view(part)))
+    decoded = [clean_text(decode_header_text(name), _MAX_FILENAME) for name in names if name]
+    # A name without replacement characters wins, then the longer one: the lenient legacy
+    # parse keeps unquoted names with spaces that the strict one cuts short.
+    return max(filter(None, decoded), key=_name_rank, default=None)
+
+
+def _name_rank(name: str) -> tuple[bool, int]:
+    return "\ufffd" not in name, len(name)
+
+
+def _guarded_filename(part: Message) -> str | None:
+    try:
+        return part.get_filename()
+    except Exception:  # malformed parameters or RFC 2231 sections
+        return None
+
+
+def _legacy_view(part: Message) -> Message:
+    """The part's content headers as raw text, read the lenient compat32 way."""
+    legacy = Message(policy=policy.compat32)
+    for name, value in part.raw_items():
+        if name.lower() in ("content-type", "content-disposition"):
+            legacy[name] = str(value)[:_MAX_LEGACY_FIELD]
+    return legacy
+
+
+def _is_attachment(part: Message, ctype: str, filename: str | None) -> bool:
+    if filename is not None or _disposition(part) == "attachment":
+        return True
+    return ctype.partition("/")[0] not in ("text", "multipart", "message")
+
+
+def _children(part: Message, may_repair: bool) -> list[Message]:
+    ctype = content_type(part)
+    if not part.is_multipart():
+        is_broken = ctype.startswith("multipart/") and may_repair
+        return _repaired_children(part) if is_broken else []
+    if ctype == "message/delivery-status" or _is_attachment(part, ctype, _filename(part)):
+        return []
+    payload = part.get_payload()
+    return [child for child in payload if isinstance(child, Message)]
+
+
+def _repaired_children(part: Message) -> list[Message]:
+    """Parts of a multipart whose boundary parameter only the lenient legacy parse can read."""
+    boundary = _legacy_view(part).get_boundary()
+    body = part.get_payload()
+    if not boundary or not isinstance(body, str) or f"--{boundary}" not in body:
+        return []
+    quoted = boundary.replace("\\", "\\\\").replace('"', '\\"')
+    head = f'Content-Type: multipart/mixed; boundary="{quoted}"\n\n'
+    try:
+        repaired = BytesParser(policy=part.policy).parsebytes(
+            (head + body).encode("ascii", "surrogateescape")
+        )
+    except Exception:  # an unencodable body or a parser failure: keep the part as text
+        return []
+    payload = repaired.get_payload() if repaired.is_multipart() else []
+    return [child for child in payload if isinstance(child, Message)]
+
+
+def walk_parts(msg: Message, defects: list[str]) -> Iterator[tuple[Message, bool]]:
+    """Every part with whether it has sub-parts, depth first, without recursion.
+
+    A repaired part's descendants are not repaired again, so no byte is re-parsed twice.
+    """
+    stack = [(msg, 0, True)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth, may_repair = stack.pop()
+        seen += 1
+        children = _children(part, may_repair)
+        if children and depth >= MAX_DEPTH:
+            defects.append("NestingTooDeepDefect")
+            children = []
+        repaired = bool(children) and not part.is_multipart()
+        yield part, bool(children)
+        stack.extend(
+            (child, depth + 1, may_repair and not repaired) for child in reversed(children)
+        )
+    if stack:
+        defects.append("TooManyPartsDefect")
+
+
+@dataclass
+class _Body:
+    attachments: list[Attachment] = field(default_factory=list)
+    plain_parts: list[Message] = field(default_factory=list)
+    html_parts: list[Message] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+
+def read_body(msg: Message, preview_chars: int) -> tuple[tuple[Attachment, ...], str, list[str]]:
+    """Attachments, text preview and MIME defects of a parsed message."""
+    body = _Body()
+    for part, has_children in walk_parts(msg, body.defects):
+        body.defects.extend(type(defect).__name__ for defect in part.defects)
+        if not has_children:
+            _sort_part(part, body)
+    return tuple(body.attachments), _preview(body, preview_chars), body.defects
+
+
+def _sort_part(part: Message, body: _Body) -> None:
+    ctype = content_type(part)
+    filename = _filename(part)
+    if _is_attachment(part, ctype, filename):
+        body.attachments.append(_attachment(part, ctype, filename))
+    elif ctype == "text/html":
+        body.html_parts.append(part)
+    elif ctype == "text/plain" or (ctype.startswith("multipart/") and not part.is_multipart()):
+        body.plain_parts.append(part)  # a multipart that could not be split keeps its body as text
+
+
+def _attachment(part: Message, ctype: str, filename: str | None) -> Attachment:
+    data = _payload_bytes(part)
+    return Attachment(filename=filename, content_type=ctype, size=len(data), payload=data)
+
+
+def _payload_bytes(part: Message) -> bytes:
+    try:
+        if part.is_multipart():
+            return _serialized(part)
+        data = part.get_payload(decode=True)
+    except Exception:  # transfer encodings that do not decode
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
+def _serialized(part: Message) -> bytes:
+    payload = part.get_payload()
+    inner: object = part
+    if (
+        isinstance(payload, list)
+        and len(payload) == 1
+        and content_type(part).startswith("message/")
+    ):
+        inner = payload[0]  # an attached message: its own bytes, not the wrapper's
+    return inner.as_bytes(policy=policy.compat32) if isinstance(inner, Message) else b""
+
+
+def _part_text(part: Message) -> str:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # transfer encodings that do not decode
+        return ""
+    try:
+        charset = part.get_content_charset()
+    except Exception:  # unreadable charset parameter: guess
+        charset = None
+    return decode_bytes(data, charset) if isinstance(data, bytes) else ""
+
+
+def _preview(body: _Body, limit: int) -> str:
+    for part in body.plain_parts:
+        text = clean_text(_part_text(part), limit)
+        if text:
+            return text
+    for part in body.html_parts:
+        text = html_to_text(_part_text(part), limit)
+        if text:
+            return text
+    return ""
