@@ -22,7 +22,7 @@ from assigner.ports import Assignment
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.logging import get_logger
-from shared.store import Doc, Store, insert_or_ignore, store_errors
+from shared.store import Doc, Store, find_own, insert_or_ignore, store_errors
 
 log = get_logger("mailintake.assigner")
 
@@ -70,12 +70,12 @@ class MongoManagerRotation:
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
     ) -> Assignment:
         with store_errors("assign manager"):
-            customer = self._store.customers.find_one({"tenant_id": tenant_id, "_id": customer_id})
+            customer = find_own(self._store.customers, tenant_id, customer_id)
             if customer is None:
                 return Assignment(None, f"customer {customer_id} not found", assigned_now=False)
             if customer.get("manager_id") is not None:
                 return self._already_assigned(tenant_id, customer, email_id, now)
-            group = self._store.manager_groups.find_one({"tenant_id": tenant_id, "_id": group_id})
+            group = find_own(self._store.manager_groups, tenant_id, group_id)
             if group is None:
                 return Assignment(None, f"manager group {group_id} does not exist", False)
             managers = self._managers(tenant_id, group)
@@ -156,7 +156,7 @@ class MongoManagerRotation:
         key = deterministic_id("rotation", tenant_id, group_id)
         doc = {"_id": key, "tenant_id": tenant_id, "group_id": group_id, "seq": 0, "last": []}
         insert_or_ignore(self._store.rotations, doc)
-        found = self._store.rotations.find_one({"tenant_id": tenant_id, "_id": key})
+        found = find_own(self._store.rotations, tenant_id, key)
         return found or doc
 
     def _save_snapshot(self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]) -> None:
@@ -183,7 +183,7 @@ class MongoManagerRotation:
                 }
             },
         )
-        customer = customers.find_one({"tenant_id": tenant_id, "_id": slot["customer_id"]})
+        customer = find_own(customers, tenant_id, slot["customer_id"])
         if customer is None or customer.get("manager_id") is None:
             raise TransientError(f"customer {slot['customer_id']} vanished while being assigned")
         self._slots.update_one(
@@ -213,8 +213,6 @@ class MongoAssignmentRecords:
 
     def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
         with store_errors("find customer"):
-            doc = self._store.customers.find_one(
-                {"tenant_id": tenant_id, "_id": customer_id}, {"manager_id": 1}
-            )
+            doc = find_own(self._store.customers, tenant_id, customer_id, {"manager_id": 1})
         value = doc.get("manager_id") if doc else None
         return None if value is None else str(value)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from notifier.ports import WebhookConfig
 from notifier.webhook import webhook_id
 from shared.crypto import SecretBox
 from shared.errors import ConfigError
-from shared.store import Store, insert_or_ignore, store_errors
+from shared.store import Store, find_own, insert_or_ignore, store_errors
 
 WEBHOOKS = "webhooks"
 
@@ -25,9 +26,7 @@ class MongoNotificationInbox:
 
     def get(self, tenant_id: str, notification_id: str) -> dict[str, Any] | None:
         with store_errors("read notification"):
-            return self._store.notifications.find_one(
-                {"tenant_id": tenant_id, "_id": notification_id}
-            )
+            return find_own(self._store.notifications, tenant_id, notification_id)
 
     def set_webhook_state(
         self, tenant_id: str, notification_id: str, state: dict[str, Any]
@@ -39,17 +38,28 @@ class MongoNotificationInbox:
 
 
 class MongoWebhookDirectory:
-    """One webhook per tenant in `webhooks`; the secret is stored encrypted."""
+    """One webhook per tenant in `webhooks`; the secret is stored encrypted.
 
-    def __init__(self, store: Store, secrets: SecretBox | None) -> None:
+    Each tenant's document is read at most once per `cache_seconds` (every mail asks whether
+    its tenant has a webhook); a change reaches the notifier within that time.
+    """
+
+    def __init__(
+        self, store: Store, secrets: SecretBox | None, *, cache_seconds: float = 5.0
+    ) -> None:
         self._store = store
         self._secrets = secrets
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     def _doc(self, tenant_id: str) -> dict[str, Any] | None:
+        cached = self._cache.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
+            return cached[1]
         with store_errors("read webhook"):
-            return self._store[WEBHOOKS].find_one(
-                {"tenant_id": tenant_id, "_id": webhook_id(tenant_id)}
-            )
+            doc = find_own(self._store[WEBHOOKS], tenant_id, webhook_id(tenant_id))
+        self._cache[tenant_id] = (time.monotonic(), doc)
+        return doc
 
     def enabled(self, tenant_id: str) -> bool:
         return self._doc(tenant_id) is not None

@@ -118,6 +118,22 @@ class Store:
         self.client.close()
 
 
+def find_own(
+    collection: Collection[Doc],
+    tenant_id: str,
+    doc_id: Any,
+    projection: dict[str, int] | None = None,
+) -> Doc | None:
+    """The tenant's document with this _id; None when absent or another tenant's.
+
+    Queried by `_id` alone and the tenant checked here: FerretDB 1.24 (SQLite) uses the _id
+    index only for a filter that is exactly `{_id: ...}` and scans the collection otherwise.
+    """
+    fields = None if projection is None else {**projection, "tenant_id": 1}
+    doc = collection.find_one({"_id": doc_id}, fields)
+    return doc if doc is not None and doc.get("tenant_id") == tenant_id else None
+
+
 def insert_or_ignore(collection: Collection[Doc], doc: Doc) -> bool:
     """Insert `doc`; False when a document with its _id already exists (idempotent insert)."""
     try:
