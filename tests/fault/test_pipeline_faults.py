@@ -117,7 +117,7 @@ def test_a_fault_in_flight_loses_nothing_and_does_nothing_twice(
     started = time.monotonic()
     world.stages.start(*STAGES)
     wait_for(world, fault.trigger)
-    in_flight = total - done_mails(world)
+    in_flight, loaded = total - done_mails(world), fetched(world)
     fault.inject(world)
     healed = started if fault.trigger == "start" else time.monotonic()
     converged = converge(world, timeout=240)
@@ -127,6 +127,19 @@ def test_a_fault_in_flight_loses_nothing_and_does_nothing_twice(
     fault_rows[-1] = FaultRow(
         fault.name, total, in_flight, verdict.lost, verdict.duplicated, recovery, ok
     )
+    if fault.trigger == "fetching":
+        assert loaded < total, f"{fault.name}: the first load was over before the fault struck"
     assert converged, f"{fault.name}: the pipeline did not settle\n{world.stages.logs()}"
     assert not verdict.problems, "\n".join(verdict.problems[:30])
     assert all(world.stages.alive().values()), world.stages.alive()
+
+
+def test_the_invariant_check_counts_lost_and_duplicated_mail(world: World) -> None:
+    """The check itself: with no stage run everything is lost; a second record is a duplicate."""
+    nothing_ran = check(world)
+    assert nothing_ran.lost >= len(world.stream.mails)
+    assert any("not \\Seen" in p for p in nothing_ran.problems)
+    first = world.stream.mails[1]
+    copies = [{"_id": f"x{i}", "tenant_id": TENANT, "subject": first.subject} for i in (1, 2)]
+    world.store.emails.insert_many(copies)
+    assert check(world).duplicated == 1

@@ -84,6 +84,7 @@ def test_hostile_messages_end_clearly_and_memory_stays_bounded(
     ids = [send(broker, store, settings, build()) for build in HOSTILE.values()]
     settle(broker, store, binder, ids)
     peak = peak_rss_mb(binder)
+    print(f"binder peak RSS after the hostile messages: {peak:.0f} MB")
     assert peak < PEAK_RSS_LIMIT_MB, f"binder peak RSS {peak:.0f} MB after a 30 MiB message"
 
 
