@@ -7,7 +7,7 @@ from typing import Any
 
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
-from shared.store import Store, insert_or_ignore, store_errors
+from shared.store import Store, find_own, insert_or_ignore, store_errors
 
 
 def customer_id_for(tenant_id: str, address: str) -> str:
@@ -43,13 +43,16 @@ class MongoCrmDirectory:
 
     def find_order_by_id(self, tenant_id: str, order_id: str) -> OrderRef | None:
         with store_errors("find order"):
-            return _order(self._store.orders.find_one({"tenant_id": tenant_id, "_id": order_id}))
+            return _order(find_own(self._store.orders, tenant_id, order_id))
 
     def find_customer(self, tenant_id: str, address: str) -> CustomerRef | None:
         with store_errors("find customer"):
-            doc = self._store.customers.find_one(
-                {"tenant_id": tenant_id, "emails": address}, sort=[("_id", 1)]
-            )
+            # A customer created from mail is found by its key; the CRM's own by address.
+            doc = find_own(self._store.customers, tenant_id, customer_id_for(tenant_id, address))
+            if doc is None:
+                doc = self._store.customers.find_one(
+                    {"tenant_id": tenant_id, "emails": address}, sort=[("_id", 1)]
+                )
         return _customer(doc)
 
     def create_customer(
@@ -68,7 +71,7 @@ class MongoCrmDirectory:
         with store_errors("create customer"):
             if insert_or_ignore(self._store.customers, doc):
                 return _customer(doc)  # type: ignore[return-value]
-            existing = self._store.customers.find_one({"tenant_id": tenant_id, "_id": doc["_id"]})
+            existing = find_own(self._store.customers, tenant_id, doc["_id"])
         if existing is None:
             raise LookupError(f"customer {doc['_id']} exists in another tenant")
         return _customer(existing)  # type: ignore[return-value]
@@ -82,15 +85,13 @@ class MongoEmailArchive:
 
     def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None:
         with store_errors("read email"):
-            return self._store.emails.find_one({"tenant_id": tenant_id, "_id": email_id})
+            return find_own(self._store.emails, tenant_id, email_id)
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         with store_errors("record email"):
             if insert_or_ignore(self._store.emails, doc):
                 return doc
-            existing = self._store.emails.find_one(
-                {"tenant_id": doc["tenant_id"], "_id": doc["_id"]}
-            )
+            existing = find_own(self._store.emails, doc["tenant_id"], doc["_id"])
         if existing is None:
             raise LookupError(f"email {doc['_id']} exists in another tenant")
         return existing
