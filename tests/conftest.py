@@ -24,7 +24,15 @@ from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
 from shared.topology import Topology
-from tests.services import MailServer, load_local_env, mail_server, missing, require_url
+from tests.services import (
+    MailServer,
+    forget_namespace,
+    load_local_env,
+    mail_server,
+    missing,
+    require_url,
+    sweep_stale_test_state,
+)
 
 load_local_env()
 
@@ -77,9 +85,29 @@ def secret_key() -> str:
     return os.environ.get("MAILINTAKE_SECRET_KEY") or SecretBox.generate_key()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_stale_test_state() -> None:
+    """Under CI, remove the queues and databases that earlier test runs left behind."""
+    if os.environ.get("CI"):
+        sweep_stale_test_state(
+            os.environ.get("MAILINTAKE_RABBITMQ_MANAGEMENT_URL"),
+            os.environ.get("MAILINTAKE_MONGO_URL"),
+        )
+
+
 @pytest.fixture
-def settings(amqp_url: str, mongo_url: str, namespace: str, secret_key: str) -> Settings:
-    """Settings of one test: its own namespace and database, short retry delays."""
+def settings(amqp_url: str, mongo_url: str, namespace: str, secret_key: str) -> Iterator[Settings]:
+    """Settings of one test: its own namespace and database, short retry delays.
+
+    Afterwards the test's queues, exchange and database are removed (best effort: a fault
+    test may leave a service down; the CI sweep catches what is left).
+    """
+    settings = _test_settings(amqp_url, mongo_url, namespace, secret_key)
+    yield settings
+    forget_namespace(settings)
+
+
+def _test_settings(amqp_url: str, mongo_url: str, namespace: str, secret_key: str) -> Settings:
     base = mongo_url.split("?")[0].rsplit("/", 1)[0]
     query = "?" + mongo_url.split("?", 1)[1] if "?" in mongo_url else ""
     return Settings(

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 LOCAL_DIR = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
 
@@ -111,3 +116,76 @@ def service_ctl(service: str, action: str, timeout: float = 180) -> None:
         capture_output=True,
         timeout=timeout,
     )
+
+
+TEST_NAMESPACE = re.compile(r"^t[0-9a-f]{10}$")
+
+
+def forget_namespace(settings: Settings) -> None:
+    """Delete one test's queues, exchange and database; never raises."""
+    from shared.messaging import Broker
+    from shared.store import Store
+    from shared.topology import Topology
+
+    broker = Broker(
+        settings.amqp_url.get_secret_value(), Topology(settings.namespace), connect_timeout=3
+    )
+    try:
+        broker.connect()
+        for queue in broker.topology.all_queues():
+            broker.channel.queue_delete(queue)
+        broker.channel.exchange_delete(broker.topology.exchange)
+    except Exception:  # a fault test may have left the broker down
+        pass
+    finally:
+        broker.close()
+    store = Store(settings.mongo_url.get_secret_value(), settings.mongo_database, timeout_ms=2000)
+    try:
+        store.client.drop_database(settings.mongo_database)
+    except Exception:  # likewise for the store
+        pass
+    finally:
+        store.close()
+
+
+def sweep_stale_test_state(management_url: str | None, mongo_url: str | None) -> None:
+    """Delete queues and databases named like test namespaces (t + 10 hex digits)."""
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+
+    if management_url:
+        parts = urllib.parse.urlsplit(management_url)
+        auth = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+        origin = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+        def call(method: str, path: str) -> bytes:
+            request = urllib.request.Request(
+                origin + path, method=method, headers={"Authorization": f"Basic {auth}"}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return bytes(response.read())
+
+        try:
+            queues = json.loads(call("GET", "/api/queues?columns=name,vhost"))
+            for q in queues:
+                if TEST_NAMESPACE.match(q["name"].split(".")[0]):
+                    vhost = urllib.parse.quote(q["vhost"], safe="")
+                    call("DELETE", f"/api/queues/{vhost}/{urllib.parse.quote(q['name'], safe='')}")
+        except OSError:
+            pass
+    if mongo_url:
+        from pymongo import MongoClient
+
+        client: MongoClient[dict[str, object]] = MongoClient(
+            mongo_url, serverSelectionTimeoutMS=3000
+        )
+        try:
+            for name in client.list_database_names():
+                if TEST_NAMESPACE.match(name):
+                    client.drop_database(name)
+        except Exception:
+            pass
+        finally:
+            client.close()
