@@ -62,9 +62,9 @@ def main() -> int:
         return check_stage("fetcher", settings)
     if settings.secret_key is None:
         raise ConfigError("MAILINTAKE_SECRET_KEY is not set: it decrypts mailbox passwords")
+    store = open_store(settings)  # before the handlers: SIGTERM while waiting just ends it
     stop = threading.Event()
     install_stop_signals(stop)
-    store = open_store(settings)
     supervisor = Supervisor(settings, store, stop, clock=now)
     endpoints = start_endpoints(
         settings.metrics_port,

@@ -77,10 +77,10 @@ def run(settings: Settings | None = None, stop: threading.Event | None = None) -
     if "--check" in sys.argv[1:]:
         return run_stage("notifier", build_handler, settings)
     configure_logging(settings.log_format, settings.log_level)
+    store = open_store(settings)  # before the handlers: SIGTERM while waiting just ends it
     if stop is None:
         stop = threading.Event()
         install_stop_signals(stop)
-    store = open_store(settings)
     webhook = build_webhook_worker(settings, store)
     webhook.stop = stop
     thread = threading.Thread(target=webhook.run, name="webhook-worker", daemon=True)

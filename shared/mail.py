@@ -112,6 +112,10 @@ def parse_mail(raw: bytes, *, preview_chars: int = 500) -> ParsedMail:
     )
 
 
+MAX_ADDRESS_CHARS = 254
+MAX_LOCAL_CHARS = 64
+
+
 def normalize_address(value: str) -> str | None:
     """Canonical address for matching: lower-cased, IDNA (punycode) domain; None if invalid."""
     text = value.strip().strip("<>").strip()
@@ -122,6 +126,8 @@ def normalize_address(value: str) -> str | None:
     if not ascii_domain:
         return None
     address = f"{local.lower()}@{ascii_domain}"
+    if len(address) > MAX_ADDRESS_CHARS or len(local) > MAX_LOCAL_CHARS:
+        return None  # RFC 5321 limits; longer ones are junk, not customers
     return address if _is_plain(address) else None
 
 

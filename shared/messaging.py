@@ -17,7 +17,13 @@ from typing import Any
 import pika
 import pika.exceptions as pex
 from pika.adapters.blocking_connection import BlockingChannel
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from shared.errors import BrokerUnavailableError, PublishNotConfirmedError
 from shared.logging import get_logger, redact_text
@@ -67,12 +73,17 @@ class Broker:
         self._duplicate = os.environ.get(DUPLICATE_PUBLISH_ENV) == "1"
 
     # -- connection ---------------------------------------------------------------------
-    def connect(self) -> None:
-        """Open the connection and a confirming channel, retrying until connect_timeout."""
+    def connect(self, stop: threading.Event | None = None) -> None:
+        """Open the connection and a confirming channel, retrying until connect_timeout.
+
+        With `stop`, setting it ends the retrying at once (a SIGTERM during an outage).
+        """
+        stop = stop or threading.Event()
         for attempt in Retrying(
             retry=retry_if_exception_type(BrokerUnavailableError),
             wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(self._connect_timeout),
+            stop=stop_after_delay(self._connect_timeout) | stop_when_event_set(stop),
+            sleep=_interruptible_sleep(stop),
             reraise=True,
             before_sleep=lambda s: log.warning(
                 "broker_connect_retry", address=self._address, attempt=s.attempt_number
@@ -242,6 +253,13 @@ class Broker:
     def purge(self, queue: str) -> int:
         with self._translated(f"purge {queue}"):
             return int(self.channel.queue_purge(queue).method.message_count or 0)
+
+
+def _interruptible_sleep(stop: threading.Event) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)
+
+    return sleep
 
 
 def _properties(m: Outgoing) -> pika.BasicProperties:

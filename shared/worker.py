@@ -135,7 +135,7 @@ class StageWorker:
         delay = 0.5
         while not self.stop.is_set():
             try:
-                self.broker.connect()
+                self.broker.connect(self.stop)
                 self.broker.declare()  # all of it: outputs must find their queues
                 self.consuming.set()
                 log.info("consuming", queue=self.queue)

@@ -813,3 +813,15 @@ def test_fingerprint_is_stable_and_keyed_on_id_size_and_date() -> None:
     assert mail_fingerprint(dataclasses.replace(first, subject="ignored")) == mail_fingerprint(
         first
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("a" * 64 + "@example.com", "a" * 64 + "@example.com"),
+        ("a" * 65 + "@example.com", None),
+        ("user@" + "d" * 250 + ".com", None),
+    ],
+)
+def test_addresses_past_the_rfc_5321_limits_are_refused(value: str, expected: str | None) -> None:
+    assert normalize_address(value) == expected
