@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from fetcher.connerrors import connection_error
 from fetcher.ports import FetchedMessage, FolderState
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
@@ -41,24 +41,8 @@ def translated_errors(account: AccountConfig) -> Iterator[None]:
         yield
     except LoginError as exc:
         raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise MailboxRejectedError(
-            "tls_certificate", f"TLS certificate of {where} not trusted: {exc.verify_message}"
-        ) from exc
-    except socket.gaierror as exc:
-        raise MailboxUnavailableError(
-            "name_resolution", f"cannot resolve {account.host}: {exc.strerror}"
-        ) from exc
-    except ConnectionRefusedError as exc:
-        raise MailboxUnavailableError(
-            "connection_refused", f"connection refused by {where}"
-        ) from exc
-    except TimeoutError as exc:
-        raise MailboxUnavailableError("timeout", f"{where} did not answer in time") from exc
     except (ssl.SSLError, OSError, IMAPClientError, EOFError) as exc:
-        raise MailboxUnavailableError(
-            "connection_failed", f"{where}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise connection_error(account, exc) from exc
 
 
 class ImapClientMailbox:

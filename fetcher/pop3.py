@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import poplib
-import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.parser import BytesHeaderParser
 
+from fetcher.connerrors import connection_error
 from fetcher.ports import FetchedMessage
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
@@ -27,24 +27,8 @@ def translated_pop3_errors(account: AccountConfig, *, login: bool = False) -> It
         if login:
             raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
         raise MailboxUnavailableError("protocol_error", f"{where}: {exc}") from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise MailboxRejectedError(
-            "tls_certificate", f"TLS certificate of {where} not trusted: {exc.verify_message}"
-        ) from exc
-    except socket.gaierror as exc:
-        raise MailboxUnavailableError(
-            "name_resolution", f"cannot resolve {account.host}: {exc.strerror}"
-        ) from exc
-    except ConnectionRefusedError as exc:
-        raise MailboxUnavailableError(
-            "connection_refused", f"connection refused by {where}"
-        ) from exc
-    except TimeoutError as exc:
-        raise MailboxUnavailableError("timeout", f"{where} did not answer in time") from exc
     except (ssl.SSLError, OSError, EOFError) as exc:
-        raise MailboxUnavailableError(
-            "connection_failed", f"{where}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise connection_error(account, exc) from exc
 
 
 class PoplibMailbox:
