@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import imapclient
 
+from bench.common import quick_default
 from fetcher.adapters import BrokerEventPublisher, MongoPositionStore, MongoTakenMail
 from fetcher.imap import ImapClientMailbox
 from fetcher.sync import ImapSync
@@ -66,8 +67,10 @@ def baseline(client: imapclient.IMAPClient) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--count", type=int, help="messages (5000; --quick or BENCH_QUICK=1: 1000)")
+    parser.add_argument("--quick", action="store_true", default=quick_default())
     args = parser.parse_args()
+    args.count = args.count or (1000 if args.quick else 5000)
     load_local_env()
     server = mail_server()
     user, ns = f"bench{uuid.uuid4().hex[:10]}", f"bench{uuid.uuid4().hex[:8]}"

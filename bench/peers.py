@@ -52,21 +52,33 @@ def _maildir_count(path: Path) -> int:
     return sum(1 for p in path.rglob("*") if p.is_file() and p.parent.name in ("new", "cur"))
 
 
-# getmail 6.18 installs its SIGCHLD handler only after fork(): when the delivery child exits
-# first (likely on a busy machine) the signal is lost, getmail waits 60 s, then aborts the run.
-# Run it with SIGCHLD blocked across that window (two syscalls per mail, no other change).
+# getmail 6.18 waits for its delivery child on a threading.Condition that its SIGCHLD handler
+# notifies, and installs that handler only after fork(): when the child exits first (likely on a
+# busy machine) the notice is lost, getmail waits 60 s, then aborts the run. Run it with SIGCHLD
+# held until the handler is in place and a condition that remembers the notice (nothing else).
 _GETMAIL_RACE_FIX = """
-import runpy, signal, sys
+import runpy, signal, sys, threading, time
 import getmailcore.baseclasses as b
+class Sticky(threading.Condition):
+    fired = False
+    def notify_all(self):
+        self.fired = True
+        super().notify_all()
+    def wait(self, timeout=None):
+        end = time.monotonic() + (timeout or 60)
+        while not self.fired and time.monotonic() < end:
+            super().wait(0.05)
+        return self.fired
 fork, prepare, mask = b.ForkingBase.forkchild, b.ForkingBase._prepare_child, {signal.SIGCHLD}
 def forkchild(self, *a, **k):
-    signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    signal.pthread_sigmask(signal.SIG_BLOCK, mask)  # held until the handler is in place
     try:
         return fork(self, *a, **k)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, mask)
 def prepare_child(self):
     prepare(self)
+    self._ForkingBase__child_exited = Sticky()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, mask)
 b.ForkingBase.forkchild, b.ForkingBase._prepare_child = forkchild, prepare_child
 path, sys.argv = sys.argv[1], ["getmail", *sys.argv[2:]]

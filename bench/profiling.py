@@ -52,6 +52,7 @@ def summary(raw: Path, top: int = 15) -> tuple[list[dict[str, object]], list[dic
 
 
 AREAS = (
+    ("periodic_executor", "idle/waiting"),  # pymongo's monitor threads, sleeping
     ("pymongo", "store (pymongo/bson)"),
     ("bson", "store (pymongo/bson)"),
     ("gridfs", "store (gridfs)"),
