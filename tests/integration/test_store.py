@@ -59,3 +59,14 @@ def test_blobs_are_stored_once_and_read_back(store: Store) -> None:
     assert blobs.get("raw/e1") == data
     with pytest.raises(KeyError):
         blobs.get("raw/missing")
+
+
+def test_large_blobs_go_to_gridfs_in_chunks(store: Store) -> None:
+    from shared.blobs import INLINE_LIMIT
+
+    blobs = GridFsBlobStore(store)
+    big = b"x" * (INLINE_LIMIT + 1)
+    blobs.put("raw/big", big, tenant_id="t", content_type="message/rfc822")
+    assert blobs.get("raw/big") == big
+    assert store["blobs"].find_one({"_id": "raw/big"}) is None
+    assert store.db["rawmail.files"].find_one({"_id": "raw/big"}) is not None
