@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ops.context import Context
-from ops.output import UserError, emit, print_json
+from ops.output import UserError, emit, print_json, read_secret
 from shared.accounts import (
     MAX_ACCOUNTS_PER_TENANT,
     STATUS_COLUMNS,
@@ -148,15 +147,7 @@ def _add_parser(sub: Any) -> None:
 
 
 def _password(args: argparse.Namespace) -> str:
-    if args.password_env:
-        value = os.environ.get(args.password_env)
-        if not value:
-            raise UserError(f"environment variable {args.password_env} is not set or empty")
-        return value
-    value = sys.stdin.readline().rstrip("\r\n")
-    if not value:
-        raise UserError("no password on stdin")
-    return value
+    return read_secret(args.password_env, "password")
 
 
 def _config(args: argparse.Namespace) -> AccountConfig:

@@ -110,16 +110,7 @@ class DeadLetter:
         previous = m.headers.get(H_REPLAY_COUNT, 0)
         headers[H_REPLAYED_AT] = now.astimezone(UTC).isoformat()
         headers[H_REPLAY_COUNT] = (previous if isinstance(previous, int) else 0) + 1
-        return Outgoing(
-            routing_key=work_queue,
-            exchange="",
-            body=m.body,
-            content_type=m.content_type or "application/octet-stream",
-            message_id=m.message_id,
-            correlation_id=m.correlation_id,
-            type=m.type,
-            headers=headers,
-        )
+        return m.forward(work_queue, headers)
 
 
 def _text(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -72,3 +73,16 @@ class Progress:
     def finish(self) -> None:
         if self._tty and self.done:
             print(file=sys.stderr)
+
+
+def read_secret(env_var: str | None, what: str) -> str:
+    """A secret from the named environment variable, else one line of stdin; never argv."""
+    if env_var:
+        value = os.environ.get(env_var)
+        if not value:
+            raise UserError(f"environment variable {env_var} is not set or empty")
+        return value
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UserError(f"no {what} on stdin")
+    return value

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,7 +10,7 @@ from urllib.parse import urlsplit
 from notifier.adapters import WEBHOOKS
 from notifier.webhook import MAX_ATTEMPTS_LIMIT, webhook_id
 from ops.context import Context
-from ops.output import UserError, emit, print_json
+from ops.output import UserError, emit, print_json, read_secret
 from shared.accounts import is_loopback
 
 SHOW_COLUMNS = ["tenant_id", "url", "max_attempts", "timeout_seconds", "updated_at"]
@@ -47,15 +45,7 @@ def register(commands: Any) -> None:
 
 
 def _secret(args: argparse.Namespace) -> str:
-    if args.secret_env:
-        value = os.environ.get(args.secret_env)
-        if not value:
-            raise UserError(f"environment variable {args.secret_env} is not set or empty")
-        return value
-    value = sys.stdin.readline().rstrip("\r\n")
-    if not value:
-        raise UserError("no secret on stdin")
-    return value
+    return read_secret(args.secret_env, "secret")
 
 
 def check_url(url: str, *, allow_http: bool) -> str:

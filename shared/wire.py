@@ -57,6 +57,22 @@ class Incoming:
     headers: dict[str, Any]
     redelivered: bool = False
 
+    def forward(
+        self, queue: str, headers: dict[str, Any], *, expiration_ms: int | None = None
+    ) -> Outgoing:
+        """This message, sent straight to `queue` (default exchange) with `headers`."""
+        return Outgoing(
+            routing_key=queue,
+            exchange="",
+            body=self.body,
+            content_type=self.content_type or "application/octet-stream",
+            message_id=self.message_id,
+            correlation_id=self.correlation_id,
+            type=self.type,
+            headers=headers,
+            expiration_ms=expiration_ms,
+        )
+
     @property
     def attempt(self) -> int:
         """How many retries this message already had (0 the first time)."""

@@ -56,19 +56,7 @@ def settle_failure(message: Incoming, exc: BaseException, policy: RetryPolicy) -
             headers[H_ATTEMPT] = message.attempt + 1
         else:
             headers[H_ERROR] = f"retries exhausted ({message.attempt}): {headers[H_ERROR]}"
-    return [
-        Outgoing(
-            routing_key=target,
-            exchange="",
-            body=message.body,
-            content_type=message.content_type or "application/octet-stream",
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            type=message.type,
-            headers=headers,
-            expiration_ms=expiration,
-        )
-    ]
+    return [message.forward(target, headers, expiration_ms=expiration)]
 
 
 class StageWorker:
