@@ -41,9 +41,8 @@ def _decide(
     blobs: BlobStore,
     now: datetime,
 ) -> dict[str, Any]:
-    if event.raw_ref is not None and not raw:
-        raw = blobs.get(event.raw_ref)
-    raw = raw or b""
+    # A mail passed by reference travels with an empty body: the blob store has it.
+    raw = blobs.get(event.raw_ref) if event.raw_ref is not None else raw or b""
     try:
         mail = parse_mail(raw)
     except MailParseError as exc:
