@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from binder.adapters import MongoCrmDirectory, MongoEmailArchive
+from binder.batch import wanted_lookups
 from binder.handlers import handle_mail_fetched
 from shared.blobs import GridFsBlobStore
 from shared.contracts import Event, MailFetched
@@ -13,20 +15,33 @@ from shared.errors import InvalidEventError
 from shared.runtime import run_stage
 from shared.settings import Settings
 from shared.store import Store
-from shared.worker import EventHandler
 
 
-def build_handler(_settings: Settings, store: Store) -> EventHandler:
-    crm, archive, blobs = MongoCrmDirectory(store), MongoEmailArchive(store), GridFsBlobStore(store)
+class BinderHandler:
+    """The binder's handler, and its bulk read of each batch's customers and orders."""
 
-    def handle(event: Event, payload: bytes | None) -> list[Event]:
+    def __init__(self, store: Store) -> None:
+        self.crm = MongoCrmDirectory(store)
+        self.archive, self.blobs = MongoEmailArchive(store), GridFsBlobStore(store)
+
+    def __call__(self, event: Event, payload: bytes | None) -> list[Event]:
         if not isinstance(event, MailFetched):
             raise InvalidEventError(f"the binder takes mail.fetched, not {event.event_type}")
         return handle_mail_fetched(
-            event, payload, crm=crm, archive=archive, blobs=blobs, now=datetime.now(UTC)
+            event,
+            payload,
+            crm=self.crm,
+            archive=self.archive,
+            blobs=self.blobs,
+            now=datetime.now(UTC),
         )
 
-    return handle
+    def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
+        self.crm.warm(wanted_lookups(batch))
+
+
+def build_handler(_settings: Settings, store: Store) -> BinderHandler:
+    return BinderHandler(store)
 
 
 def main() -> int:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
 from shared.store import Store, find_own, insert_or_ignore, store_errors
@@ -32,20 +34,65 @@ def _opt(value: Any) -> str | None:
 
 
 class MongoCrmDirectory:
-    """Orders and customers as the CRM stores them (every query filters on the tenant)."""
+    """Orders and customers as the CRM stores them (every query filters on the tenant).
+
+    `warm` reads a whole batch's customers and orders with one query per tenant and
+    collection (on FerretDB every such query scans the collection); until the next `warm`,
+    lookups it covered are answered from what it read, the others go to the store.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._customers: dict[tuple[str, str], CustomerRef | None] = {}
+        self._orders: dict[tuple[str, str], OrderRef | None] = {}
+
+    def warm(self, wanted: Mapping[str, Wanted]) -> None:
+        self._customers, self._orders = {}, {}
+        with store_errors("read the batch's customers and orders"):
+            for tenant_id, want in wanted.items():
+                if want.addresses:
+                    self._warm_customers(tenant_id, want.addresses)
+                if want.numbers:
+                    self._warm_orders(tenant_id, want.numbers)
+
+    def _warm_customers(self, tenant_id: str, addresses: set[str]) -> None:
+        """As `find_customer` chooses: the one created from mail, else the lowest _id."""
+        query = {"tenant_id": tenant_id, "emails": {"$in": sorted(addresses)}}
+        found: dict[str, dict[str, Any]] = {}
+        for doc in self._store.customers.find(query).sort("_id", 1):
+            for address in doc.get("emails") or []:
+                if address in addresses and (
+                    address not in found or doc["_id"] == customer_id_for(tenant_id, address)
+                ):
+                    found[address] = doc
+        for address in addresses:
+            self._customers[(tenant_id, address)] = _customer(found.get(address))
+
+    def _warm_orders(self, tenant_id: str, numbers: set[str]) -> None:
+        query = {"tenant_id": tenant_id, "number": {"$in": sorted(numbers)}}
+        found: dict[str, dict[str, Any]] = {}
+        for doc in self._store.orders.find(query).sort("_id", 1):
+            found.setdefault(str(doc["number"]), doc)
+        for number in numbers:
+            self._orders[(tenant_id, number)] = _order(found.get(number))
 
     def find_order(self, tenant_id: str, number: str) -> OrderRef | None:
+        if (tenant_id, number) in self._orders:
+            return self._orders[(tenant_id, number)]
         with store_errors("find order"):
-            return _order(self._store.orders.find_one({"tenant_id": tenant_id, "number": number}))
+            return _order(
+                self._store.orders.find_one(
+                    {"tenant_id": tenant_id, "number": number}, sort=[("_id", 1)]
+                )
+            )
 
     def find_order_by_id(self, tenant_id: str, order_id: str) -> OrderRef | None:
         with store_errors("find order"):
             return _order(find_own(self._store.orders, tenant_id, order_id))
 
     def find_customer(self, tenant_id: str, address: str) -> CustomerRef | None:
+        if (tenant_id, address) in self._customers:
+            return self._customers[(tenant_id, address)]
         with store_errors("find customer"):
             # A customer created from mail is found by its key; the CRM's own by address.
             doc = find_own(self._store.customers, tenant_id, customer_id_for(tenant_id, address))
@@ -69,12 +116,13 @@ class MongoCrmDirectory:
             "source_email_id": email_id,
         }
         with store_errors("create customer"):
-            if insert_or_ignore(self._store.customers, doc):
-                return _customer(doc)  # type: ignore[return-value]
-            existing = find_own(self._store.customers, tenant_id, doc["_id"])
-        if existing is None:
+            stored = doc if insert_or_ignore(self._store.customers, doc) else None
+            stored = stored or find_own(self._store.customers, tenant_id, doc["_id"])
+        created = _customer(stored)
+        if created is None:
             raise LookupError(f"customer {doc['_id']} exists in another tenant")
-        return _customer(existing)  # type: ignore[return-value]
+        self._customers[(tenant_id, address)] = created
+        return created
 
 
 class MongoEmailArchive:

@@ -43,6 +43,7 @@ log = get_logger("mailintake.messaging")
 _CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.AMQPChannelError, pex.StreamLostError)
 Handler = Callable[[Incoming], Sequence[Outgoing]]
 Settle = Callable[[Incoming, BaseException], Sequence[Outgoing]]
+Prepare = Callable[[Sequence[Incoming]], None]
 
 
 class Broker:
@@ -203,14 +204,22 @@ class Broker:
                 self._confirms.wait(CONFIRM_TIMEOUT)
 
     # -- consuming ----------------------------------------------------------------------
-    def consume(self, queue: str, handle: Handler, settle: Settle, stop: threading.Event) -> None:
+    def consume(
+        self,
+        queue: str,
+        handle: Handler,
+        settle: Settle,
+        stop: threading.Event,
+        prepare: Prepare | None = None,
+    ) -> None:
         """Deliver `queue` to `handle` until `stop` is set; ack only after outputs confirmed.
 
         `handle` returns the messages to publish; if it raises, `settle` returns where the
         message goes instead (its retry or dead-letter queue). Messages already delivered are
-        handled as one batch whose outputs are confirmed together, then acked together; a
-        redelivered message is handled alone, so a message that kills its consumer cannot
-        use up the delivery count of others. The batch in hand is finished before `stop`.
+        handled as one batch (shown to `prepare` first, to read what they need in bulk) whose
+        outputs are confirmed together, then acked together; a redelivered message is handled
+        alone, so a message that kills its consumer cannot use up the delivery count of
+        others. The batch in hand is finished before `stop`.
         """
         buffer: deque[tuple[Any, pika.BasicProperties, bytes]] = deque()
         with self._translated(f"consume {queue}"):
@@ -222,9 +231,11 @@ class Broker:
                     self._connection.process_data_events(time_limit=0.5)
                     continue
                 batch = _take_batch(buffer, self._prefetch)
+                messages = [_incoming(queue, method, props, body) for method, props, body in batch]
+                if prepare is not None:
+                    prepare(messages)
                 outputs: list[Outgoing] = []
-                for method, props, body in batch:
-                    message = _incoming(queue, method, props, body)
+                for message in messages:
                     try:
                         outputs.extend(handle(message))
                     except Exception as exc:

@@ -26,6 +26,7 @@ from shared.wire import H_ATTEMPT, H_ERROR, Incoming, Outgoing, decode_event, en
 log = get_logger("mailintake.worker")
 
 EventHandler = Callable[[Event, bytes | None], Sequence[Event]]
+BatchPreparer = Callable[[Sequence[tuple[Event, bytes | None]]], None]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class StageWorker:
         *,
         policy: RetryPolicy | None = None,
         on_outcome: Callable[[str, Event | None, float], None] | None = None,
+        prepare: BatchPreparer | None = None,
     ) -> None:
         self.stage = stage
         self.broker = broker
@@ -77,6 +79,8 @@ class StageWorker:
         self._handler = handler
         self._policy = policy or RetryPolicy()
         self._on_outcome = on_outcome
+        # A handler with a `prepare` method reads each batch in bulk before handling it.
+        self._prepare = prepare or getattr(handler, "prepare", None)
         self.stop = threading.Event()
         self.consuming = threading.Event()
         self._started = time.monotonic()
@@ -97,6 +101,24 @@ class StageWorker:
         encoded = [encode_event(e) for e in outputs]
         self._report("ok", event)
         return encoded
+
+    def prepare(self, messages: Sequence[Incoming]) -> None:
+        """Show the batch's events to the stage's preparer (bulk reads); never fails the batch.
+
+        Whatever the preparer did not manage, each handler call reads for itself.
+        """
+        if self._prepare is None:
+            return
+        events = []
+        for message in messages:
+            try:
+                events.append(decode_event(message))
+            except Exception:
+                continue
+        try:
+            self._prepare(events)
+        except Exception as exc:
+            log.warning("batch_prepare_failed", error_class=type(exc).__name__, error=str(exc))
 
     def _report(self, outcome: str, event: Event | None) -> None:
         """Tell the `on_outcome` hook (metrics): ok, retried or dead_lettered, and the time."""
@@ -127,7 +149,8 @@ class StageWorker:
                 self.broker.declare()  # all of it: outputs must find their queues
                 self.consuming.set()
                 log.info("consuming", queue=self.queue)
-                self.broker.consume(self.queue, self.handle, self.settle, self.stop)
+                prepare = self.prepare if self._prepare is not None else None
+                self.broker.consume(self.queue, self.handle, self.settle, self.stop, prepare)
                 delay = 0.5
             except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
                 # The message in hand was not acked: RabbitMQ delivers it again.

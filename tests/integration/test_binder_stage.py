@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 import pytest
 
 from binder.__main__ import build_handler
+from binder.adapters import MongoCrmDirectory
+from binder.batch import Wanted
+from binder.ports import CustomerRef, OrderRef
 from shared.contracts import AccountOptions, MailFetched, email_id_for_imap
 from shared.messaging import Broker
 from shared.settings import Settings
@@ -131,3 +134,82 @@ def test_every_corpus_message_is_bound_skipped_or_stored_unparseable(
             assert doc["matched_by"] in ("sender", "created", "subject_tag")
     wait_until(lambda: sum(queue_depths(broker).values()) == 0, 30, "empty binder queues")
     assert queue_depths(broker) == {q: 0 for q in queue_depths(broker)}
+
+
+def test_a_batch_read_in_bulk_binds_as_one_mail_at_a_time_would(
+    broker: Broker, store: Store, binders: object
+) -> None:
+    store.customers.insert_many(
+        [
+            {
+                "_id": "c-2",
+                "tenant_id": TENANT,
+                "emails": ["twice@example.org"],
+                "manager_id": "m2",
+            },
+            {
+                "_id": "c-1",
+                "tenant_id": TENANT,
+                "emails": ["twice@example.org"],
+                "manager_id": "m1",
+            },
+            {"_id": "c-x", "tenant_id": "other", "emails": ["new@example.org"], "manager_id": "mx"},
+        ]
+    )
+    store.orders.insert_one(
+        {"_id": "o-7", "tenant_id": TENANT, "number": "7", "customer_id": "c-2"}
+    )
+    batch = [
+        fetched(1, make_mail("Twice@Example.org", "hello"), create_customer=True),
+        fetched(2, make_mail("new@example.org", "first"), create_customer=True),
+        fetched(3, make_mail("new@example.org", "second"), create_customer=True),
+        fetched(4, make_mail("someone@example.org", "about [#7]"), create_customer=True),
+        fetched(5, make_mail("someone@example.org", "about [#8]"), create_customer=False),
+    ]
+    broker.publish([encode_event(e, raw) for e, raw in batch])  # queued: one batch
+    binders(1)  # type: ignore[operator]
+    wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 5, 30, "5 mails")
+    emails = {e["_id"]: e for e in store.emails.find({"tenant_id": TENANT})}
+    got = [emails[event.email_id] for event, _ in batch]
+    assert [(e["matched_by"], e.get("customer_id")) for e in got[:2]] == [
+        ("sender", "c-1"),
+        ("created", got[1]["customer_id"]),
+    ]
+    assert (got[2]["matched_by"], got[2]["customer_id"]) == ("sender", got[1]["customer_id"])
+    assert (got[3]["matched_by"], got[3]["order_id"]) == ("subject_tag", "o-7")
+    assert (got[4]["status"], got[4]["skip_reason"]) == ("skipped", "no_customer")
+    assert store.customers.count_documents({"tenant_id": TENANT}) == 3
+
+
+def test_warm_answers_the_batch_from_one_read_and_forgets_it_at_the_next(store: Store) -> None:
+    store.customers.insert_one({"_id": "c-1", "tenant_id": TENANT, "emails": ["a@example.org"]})
+    store.orders.insert_one(
+        {"_id": "o-1", "tenant_id": TENANT, "number": "1", "customer_id": "c-1"}
+    )
+    crm = MongoCrmDirectory(store)
+    crm.warm({TENANT: Wanted({"a@example.org", "b@example.org"}, {"1", "2"})})
+    store.customers.delete_many({})
+    store.orders.delete_many({})
+    assert crm.find_customer(TENANT, "a@example.org") == CustomerRef("c-1", None)
+    assert crm.find_customer(TENANT, "b@example.org") is None
+    assert crm.find_order(TENANT, "1") == OrderRef("o-1", "c-1", None)
+    assert crm.find_customer("other", "a@example.org") is None  # not warmed: asks the store
+    crm.warm({})
+    assert crm.find_customer(TENANT, "a@example.org") is None
+    assert crm.find_order(TENANT, "1") is None
+
+
+def test_a_failed_bulk_read_leaves_each_mail_to_its_own_lookups(
+    broker: Broker, store: Store, binders: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_self: object, _wanted: object) -> None:
+        raise RuntimeError("bulk read failed")
+
+    monkeypatch.setattr(MongoCrmDirectory, "warm", broken)
+    store.customers.insert_one({"_id": "c-1", "tenant_id": TENANT, "emails": ["a@example.org"]})
+    batch = [fetched(uid, make_mail("a@example.org", f"mail {uid}")) for uid in (1, 2, 3)]
+    broker.publish([encode_event(e, raw) for e, raw in batch])
+    binders(1)  # type: ignore[operator]
+    wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 3, 30, "3 mails")
+    assert {e["customer_id"] for e in store.emails.find({"tenant_id": TENANT})} == {"c-1"}
+    assert queue_depths(broker) == dict.fromkeys(queue_depths(broker), 0)

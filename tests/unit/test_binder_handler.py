@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from binder.batch import header_block, wanted_lookups
 from binder.handlers import handle_mail_fetched
-from shared.contracts import AccountOptions, MailBound, MailFetched, MailSkipped
+from shared.contracts import AccountOptions, Event, MailBound, MailFetched, MailSkipped
 from tests.conftest import make_mail
 from tests.fakes import FakeBlobStore, FakeCrmDirectory, FakeEmailArchive
 
@@ -193,3 +194,27 @@ def test_mail_stored_in_gridfs_is_read_from_there(crm: FakeCrmDirectory) -> None
         event, b"", crm=crm, archive=FakeEmailArchive(), blobs=blobs, now=NOW
     )
     assert isinstance(out, MailBound) and out.matched_by == "sender"
+
+
+def test_wanted_lookups_reads_senders_and_tags_per_tenant_from_the_headers() -> None:
+    def event(tenant: str, uid: int, raw: bytes) -> tuple[Event, bytes | None]:
+        return fetched(uid).model_copy(update={"tenant_id": tenant}), raw
+
+    body_only_tag = make_mail("x@example.org", "plain") + b"\r\n[#99] in the body\r\n"
+    wanted = wanted_lookups(
+        [
+            event("t1", 1, make_mail("A@Example.org", "Re: [#12] and [#13]")),
+            event("t1", 2, body_only_tag),
+            event("t2", 3, make_mail("b@example.org", "no tag")),
+            event("t2", 4, b"\x00\x01 not mail at all"),
+        ]
+    )
+    assert wanted["t1"].addresses == {"a@example.org", "x@example.org"}
+    assert wanted["t1"].numbers == {"12", "13"}
+    assert (wanted["t2"].addresses, wanted["t2"].numbers) == ({"b@example.org"}, set())
+
+
+def test_header_block_ends_at_the_first_blank_line() -> None:
+    assert header_block(b"A: 1\r\nB: 2\r\n\r\nbody\n\nmore") == b"A: 1\r\nB: 2\r\n\r\n"
+    assert header_block(b"A: 1\nB: 2\n\nbody\r\n\r\n") == b"A: 1\nB: 2\n\n"
+    assert header_block(b"A: 1\r\n") == b"A: 1\r\n"
