@@ -15,20 +15,18 @@ import time
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
-from pymongo.errors import OperationFailure
-
 from assigner.ports import Assignment
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.logging import get_logger
-from shared.store import Doc, Store, find_own, insert_or_ignore, store_errors
+from shared.store import Doc, Store, find_own, insert_or_ignore, store_errors, update_own
 
 log = get_logger("mailintake.assigner")
 
 ELIGIBLE_FIRST = "free"
 MAX_CAS_ATTEMPTS = 200
 SLOTS = "rotation_slots"
+CLAIMS = "rotation_claims"
 
 
 def pick_manager(managers: list[dict[str, Any]], last: dict[str, int]) -> str | None:
@@ -49,22 +47,16 @@ class MongoManagerRotation:
 
     `rotation_slots` holds one document per assignment (`seq` 1, 2, … per group, the manager,
     the customer); `rotations` holds a snapshot (the last seq and each manager's last slot)
-    so that a replica reads only the slots after it. A slot whose customer is not yet
-    settled is the "in flight" state: a redelivered event finds it and finishes it.
+    so that a replica reads only the slots after it; `rotation_claims` holds one document per
+    customer, keyed by it, naming the slot that won the customer. A claimed customer whose
+    manager is not yet written is the "in flight" state: a redelivered event finishes it.
+    Every read and write goes by `_id` (the only index FerretDB's SQLite backend uses).
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._slots = store[SLOTS]
-        for keys in (
-            [("tenant_id", ASCENDING), ("group_id", ASCENDING), ("seq", ASCENDING)],
-            [("tenant_id", ASCENDING), ("customer_id", ASCENDING)],
-        ):
-            try:
-                with store_errors("ensure rotation indexes"):
-                    self._slots.create_index(keys)
-            except OperationFailure as exc:
-                log.warning("index_not_created", collection=SLOTS, error=str(exc))
+        self._claims = store[CLAIMS]
 
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
@@ -73,28 +65,20 @@ class MongoManagerRotation:
             customer = find_own(self._store.customers, tenant_id, customer_id)
             if customer is None:
                 return Assignment(None, f"customer {customer_id} not found", assigned_now=False)
-            if customer.get("manager_id") is not None:
-                return self._already_assigned(tenant_id, customer, email_id, now)
-            group = find_own(self._store.manager_groups, tenant_id, group_id)
-            if group is None:
-                return Assignment(None, f"manager group {group_id} does not exist", False)
-            managers = self._managers(tenant_id, group)
-            if not managers:
-                return Assignment(None, f"manager group {group_id} has no managers", False)
-            slot = self._claim(tenant_id, group_id, customer_id, email_id, managers, now)
-            return self._settle(tenant_id, slot, email_id, now)
-
-    def _already_assigned(
-        self, tenant_id: str, customer: Doc, email_id: str, now: datetime
-    ) -> Assignment:
-        """A redelivery: the same manager, and the slot marked settled if a crash left it open."""
-        mine = customer.get("assigned_for_email") == email_id
-        if mine:
-            self._slots.update_many(
-                {"tenant_id": tenant_id, "customer_id": customer["_id"], "settled_at": None},
-                {"$set": {"settled_at": now}},
-            )
-        return Assignment(str(customer["manager_id"]), assigned_now=mine)
+            claim = find_own(self._claims, tenant_id, claim_id(tenant_id, customer_id))
+            if claim is None and customer.get("manager_id") is not None:
+                # The CRM gave it a manager, or it was assigned before claims existed.
+                mine = customer.get("assigned_for_email") == email_id
+                return Assignment(str(customer["manager_id"]), assigned_now=mine)
+            if claim is None:
+                group = find_own(self._store.manager_groups, tenant_id, group_id)
+                if group is None:
+                    return Assignment(None, f"manager group {group_id} does not exist", False)
+                managers = self._managers(tenant_id, group)
+                if not managers:
+                    return Assignment(None, f"manager group {group_id} has no managers", False)
+                claim = self._claim(tenant_id, group_id, customer_id, email_id, managers, now)
+            return self._settle(tenant_id, customer, claim, email_id, now)
 
     def _managers(self, tenant_id: str, group: Doc) -> list[Doc]:
         ids = [str(i) for i in group.get("manager_ids") or []]
@@ -113,28 +97,19 @@ class MongoManagerRotation:
         managers: list[Doc],
         now: datetime,
     ) -> Doc:
-        """The customer's slot: found (redelivery) or newly claimed (insert of seq n+1)."""
+        """The customer's claim: slot seq n+1 taken by a unique insert, then the customer."""
         snapshot = self._snapshot(tenant_id, group_id)
         seq = int(snapshot["seq"])
         last = {str(e["manager_id"]): int(e["seq"]) for e in snapshot["last"]}
-        # Read after the snapshot: any slot it covers existed before this query.
-        existing = self._slots.find_one(
-            {"tenant_id": tenant_id, "group_id": group_id, "customer_id": customer_id},
-            sort=[("seq", ASCENDING)],
-        )
-        if existing is not None:
-            return existing
         for attempt in range(MAX_CAS_ATTEMPTS):
-            for slot in self._slots.find(
-                {"tenant_id": tenant_id, "group_id": group_id, "seq": {"$gt": seq}}
-            ).sort("seq", ASCENDING):
-                if slot["customer_id"] == customer_id:
-                    return slot
+            while slot := find_own(self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)):
+                if slot["customer_id"] == customer_id:  # ours, from a run that crashed
+                    return self._claim_customer(tenant_id, slot)
                 last[str(slot["manager_id"])] = seq = int(slot["seq"])
             manager_id = pick_manager(managers, last)
             assert manager_id is not None  # managers is not empty
             slot = {
-                "_id": deterministic_id("rotation-slot", tenant_id, group_id, seq + 1),
+                "_id": slot_id(tenant_id, group_id, seq + 1),
                 "tenant_id": tenant_id,
                 "group_id": group_id,
                 "seq": seq + 1,
@@ -146,52 +121,81 @@ class MongoManagerRotation:
             }
             if insert_or_ignore(self._slots, slot):
                 last[manager_id] = seq + 1
-                self._save_snapshot(tenant_id, group_id, seq + 1, last)
-                return slot
+                claim = self._claim_customer(tenant_id, slot)
+                self._save_snapshot(tenant_id, group_id, seq + 1, last, since=int(snapshot["seq"]))
+                return claim
             # Another replica took slot seq+1: read it (and any after it) and try again.
             time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
         raise TransientError(f"rotation of group {group_id} stayed contended")
 
+    def _claim_customer(self, tenant_id: str, slot: Doc) -> Doc:
+        """Bind the slot to its customer; a replica that lost the race takes the winner's."""
+        claim = {
+            "_id": claim_id(tenant_id, slot["customer_id"]),
+            "tenant_id": tenant_id,
+            "customer_id": slot["customer_id"],
+            "slot_id": slot["_id"],
+            "manager_id": slot["manager_id"],
+            "email_id": slot["email_id"],
+        }
+        if insert_or_ignore(self._claims, claim):
+            return claim
+        won = find_own(self._claims, tenant_id, claim["_id"])
+        if won is None:
+            raise TransientError(f"claim of customer {slot['customer_id']} vanished")
+        # Our slot stays unused: the same event was handled twice at once (a turn is lost).
+        log.warning("rotation_slot_unused", seq=slot["seq"], group_id=slot["group_id"])
+        self._slots.update_one({"_id": slot["_id"]}, {"$set": {"settled_at": slot["claimed_at"]}})
+        return won
+
     def _snapshot(self, tenant_id: str, group_id: str) -> Doc:
         key = deterministic_id("rotation", tenant_id, group_id)
+        found = find_own(self._store.rotations, tenant_id, key)
+        if found is not None:
+            return found
         doc = {"_id": key, "tenant_id": tenant_id, "group_id": group_id, "seq": 0, "last": []}
         insert_or_ignore(self._store.rotations, doc)
-        found = find_own(self._store.rotations, tenant_id, key)
-        return found or doc
+        return find_own(self._store.rotations, tenant_id, key) or doc
 
-    def _save_snapshot(self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]) -> None:
-        """Move the snapshot forward; a lost race leaves an older one, which is only slower."""
+    def _save_snapshot(
+        self, tenant_id: str, group_id: str, seq: int, last: dict[str, int], *, since: int
+    ) -> None:
+        """Move the snapshot forward from `since`; a lost race leaves an older one (slower).
+
+        Written by `_id` alone: a replica may put back an older snapshot, and readers then
+        read a few more slots after it, which gives them the same history.
+        """
+        if seq <= since:
+            return
         self._store.rotations.update_one(
-            {
-                "tenant_id": tenant_id,
-                "_id": deterministic_id("rotation", tenant_id, group_id),
-                "seq": {"$lt": seq},
-            },
+            {"_id": deterministic_id("rotation", tenant_id, group_id)},
             {"$set": {"seq": seq, "last": [{"manager_id": m, "seq": s} for m, s in last.items()]}},
         )
 
-    def _settle(self, tenant_id: str, slot: Doc, email_id: str, now: datetime) -> Assignment:
-        """Set the customer's manager (only when empty), then close the slot."""
-        customers = self._store.customers
-        customers.update_one(
-            {"tenant_id": tenant_id, "_id": slot["customer_id"], "manager_id": None},
-            {
-                "$set": {
-                    "manager_id": slot["manager_id"],
-                    "assigned_at": now,
-                    "assigned_for_email": slot["email_id"],
-                }
-            },
-        )
-        customer = find_own(customers, tenant_id, slot["customer_id"])
-        if customer is None or customer.get("manager_id") is None:
-            raise TransientError(f"customer {slot['customer_id']} vanished while being assigned")
-        self._slots.update_one(
-            {"tenant_id": tenant_id, "_id": slot["_id"]}, {"$set": {"settled_at": now}}
-        )
+    def _settle(
+        self, tenant_id: str, customer: Doc, claim: Doc, email_id: str, now: datetime
+    ) -> Assignment:
+        """Write the claimed manager on the customer (unless it has one), then close the slot."""
+        if customer.get("manager_id") is None:
+            fields = {
+                "manager_id": claim["manager_id"],
+                "assigned_at": now,
+                "assigned_for_email": claim["email_id"],
+            }
+            self._store.customers.update_one({"_id": customer["_id"]}, {"$set": fields})
+            customer = {**customer, **fields}
+        self._slots.update_one({"_id": claim["slot_id"]}, {"$set": {"settled_at": now}})
         actual = str(customer["manager_id"])
-        log.info("customer_assigned", manager_id=actual, group_id=slot["group_id"], seq=slot["seq"])
+        log.info("customer_assigned", manager_id=actual, slot_id=claim["slot_id"])
         return Assignment(actual, assigned_now=customer.get("assigned_for_email") == email_id)
+
+
+def slot_id(tenant_id: str, group_id: str, seq: int) -> str:
+    return deterministic_id("rotation-slot", tenant_id, group_id, seq)
+
+
+def claim_id(tenant_id: str, customer_id: str) -> str:
+    return deterministic_id("rotation-claim", tenant_id, customer_id)
 
 
 class MongoAssignmentRecords:
@@ -204,8 +208,10 @@ class MongoAssignmentRecords:
         self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
     ) -> None:
         with store_errors("record assignment"):
-            self._store.emails.update_one(
-                {"tenant_id": tenant_id, "_id": email_id},
+            update_own(
+                self._store.emails,
+                tenant_id,
+                email_id,
                 {"$set": {"manager_id": manager_id, "unassigned_reason": note}},
             )
         if manager_id is None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from assigner.__main__ import build_handler
-from assigner.adapters import SLOTS, MongoAssignmentRecords, MongoManagerRotation
+from assigner.adapters import CLAIMS, SLOTS, MongoAssignmentRecords, MongoManagerRotation, slot_id
 from assigner.handlers import handle_mail_bound
 from shared.contracts import AccountOptions, MailBound, MailRouted, MailSummary
 from shared.messaging import Broker
@@ -236,13 +236,48 @@ def test_a_crash_between_claim_and_settle_is_finished_by_the_redelivery(store: S
     seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
     rotation = MongoManagerRotation(store)
     managers = list(store.managers.find({"tenant_id": TENANT}).sort("_id", 1))
-    slot = rotation._claim(TENANT, "g1", new_customer(store, 1).customer_id, "e1", managers, NOW)
-    assert slot["manager_id"] == "m1" and slot["settled_at"] is None
+    claim = rotation._claim(TENANT, "g1", new_customer(store, 1).customer_id, "e1", managers, NOW)
+    assert claim["manager_id"] == "m1"
+    assert store[SLOTS].count_documents({"tenant_id": TENANT, "settled_at": None}) == 1
+    assert store.customers.find_one({"_id": "c1"})["manager_id"] is None  # type: ignore[index]
     again = rotation.assign(TENANT, "g1", "c1", email_id="e1", now=NOW)
     assert again.manager_id == "m1" and again.assigned_now
     assert store[SLOTS].count_documents({"tenant_id": TENANT, "settled_at": None}) == 0
     nxt = rotation.assign(TENANT, "g1", new_customer(store, 2).customer_id, email_id="e2", now=NOW)
     assert nxt.manager_id == "m2"
+
+
+def test_a_crash_between_slot_and_claim_reuses_the_slot(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
+    customer = new_customer(store, 1).customer_id
+    store[SLOTS].insert_one(
+        {"_id": slot_id(TENANT, "g1", 1), "tenant_id": TENANT, "group_id": "g1", "seq": 1,
+         "manager_id": "m1", "customer_id": customer, "email_id": "e1", "claimed_at": NOW,
+         "settled_at": None}
+    )  # fmt: skip
+    rotation = MongoManagerRotation(store)
+    again = rotation.assign(TENANT, "g1", customer, email_id="e1", now=NOW)
+    assert again.manager_id == "m1" and again.assigned_now
+    assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 1
+    nxt = rotation.assign(TENANT, "g1", new_customer(store, 2).customer_id, email_id="e2", now=NOW)
+    assert nxt.manager_id == "m2"
+    assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 2
+
+
+def test_a_customer_claimed_twice_keeps_the_first_claim(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
+    customer = new_customer(store, 1).customer_id
+    rotation = MongoManagerRotation(store)
+    managers = list(store.managers.find({"tenant_id": TENANT}).sort("_id", 1))
+    first = rotation._claim(TENANT, "g1", customer, "e1", managers, NOW)
+    store[CLAIMS].delete_one({"_id": first["_id"]})  # let a second claim through ...
+    second = rotation._claim(TENANT, "g1", customer, "e1", managers, NOW)
+    assert second["manager_id"] == "m2"
+    store[CLAIMS].replace_one({"_id": first["_id"]}, first)  # ... then the first one wins
+    third = rotation._claim(TENANT, "g1", customer, "e1", managers, NOW)
+    assert third == first
+    got = rotation.assign(TENANT, "g1", customer, email_id="e1", now=NOW)
+    assert got.manager_id == "m1" and got.assigned_now
 
 
 def test_customer_with_a_manager_keeps_it(store: Store) -> None:
