@@ -12,6 +12,7 @@ from fetcher.ports import Position
 from shared.accounts import Account
 from shared.contracts import Event
 from shared.messaging import Broker
+from shared.oauth.tokens import StoredTokens
 from shared.store import Doc, Store, store_errors
 from shared.wire import encode_event
 
@@ -74,6 +75,40 @@ class MongoPositionStore(_AccountDoc):
 
     def deletes_pending(self, account_id: str, pending: bool) -> None:
         self._set(account_id, "save deletes pending", {"deletes_pending": pending})
+
+
+class MongoOAuthTokens(_AccountDoc):
+    """An OAuth2 account's encrypted tokens, in its document (`oauth_*` fields)."""
+
+    def load(self, account_id: str) -> StoredTokens:
+        query = {"tenant_id": self._tenant_id, "_id": account_id}
+        fields = ("refresh_token_enc", "access_token_enc", "access_issued_at", "access_expires_at")
+        with store_errors("read OAuth2 tokens"):
+            doc = self._accounts.find_one(query, {f"oauth_{f}": 1 for f in fields}) or {}
+        return StoredTokens(*(doc.get(f"oauth_{f}") for f in fields))
+
+    def save_access(
+        self, account_id: str, *, access_enc: str, issued_at: datetime, expires_at: datetime
+    ) -> None:
+        fields = {
+            "oauth_access_token_enc": access_enc,
+            "oauth_access_issued_at": issued_at,
+            "oauth_access_expires_at": expires_at,
+        }
+        self._set(account_id, "save the access token", fields)
+
+    def rotate_refresh(
+        self, account_id: str, *, old_enc: str, new_enc: str, expires_at: datetime | None
+    ) -> bool:
+        """Compare-and-set: a refresh token stored meanwhile (a new authorization) stays."""
+        query = {
+            "tenant_id": self._tenant_id,
+            "_id": account_id,
+            "oauth_refresh_token_enc": old_enc,
+        }
+        fields = {"oauth_refresh_token_enc": new_enc, "oauth_refresh_expires_at": expires_at}
+        with store_errors("save the rotated refresh token"):
+            return self._accounts.update_one(query, {"$set": fields}).modified_count == 1
 
 
 class MongoPop3Positions(_AccountDoc):

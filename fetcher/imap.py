@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from fetcher.connerrors import connection_error
 from fetcher.ports import FetchedMessage, FolderState
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
+from shared.oauth.tokens import AccessTokenDueError
 from shared.tls import client_context
 
 FETCH_BATCH = 500
@@ -40,18 +42,35 @@ def translated_errors(account: AccountConfig) -> Iterator[None]:
     try:
         yield
     except LoginError as exc:
+        if account.auth == "oauth2":
+            raise MailboxRejectedError(
+                "token_rejected", f"bearer token refused by {where}"
+            ) from exc
         raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
     except (ssl.SSLError, OSError, IMAPClientError, EOFError) as exc:
         raise connection_error(account, exc) from exc
 
 
 class ImapClientMailbox:
-    """One logged-in IMAP connection (imapclient), used as a context manager."""
+    """One logged-in IMAP connection (imapclient), used as a context manager.
 
-    def __init__(self, account: AccountConfig, password: str, *, timeout: float = CONNECT_TIMEOUT):
+    `secret` is the password, or for OAuth2 accounts the access token (XOAUTH2, or
+    OAUTHBEARER where offered); `renew_by` (monotonic) is when that token is due for renewal:
+    no new batch is fetched after it (AccessTokenDueError), so the caller reconnects with a new one.
+    """
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        secret: str,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        renew_by: float | None = None,
+    ):
         self._account = account
-        self._password = password
+        self._secret = secret
         self._timeout = timeout
+        self.renew_by = renew_by
         self.client: imapclient.IMAPClient | None = None
 
     def __enter__(self) -> ImapClientMailbox:
@@ -70,12 +89,21 @@ class ImapClientMailbox:
             try:
                 if a.security == "starttls":
                     client.starttls(context)
-                client.login(a.username, self._password)
+                self._login(client)
             except BaseException:
                 self.client = None
                 client.shutdown()  # a refused login must not leave the socket open
                 raise
         return self
+
+    def _login(self, client: imapclient.IMAPClient) -> None:
+        a = self._account
+        if a.auth != "oauth2":
+            client.login(a.username, self._secret)
+        elif b"AUTH=OAUTHBEARER" in client.capabilities():
+            client.oauthbearer_login(a.username, self._secret)
+        else:
+            client.oauth2_login(a.username, self._secret)
 
     def __exit__(self, *_exc: object) -> None:
         client, self.client = self.client, None
@@ -113,6 +141,8 @@ class ImapClientMailbox:
 
     def fetch(self, uids: Sequence[int], *, max_bytes: int) -> Iterator[FetchedMessage]:
         """Fetch in batches with BODY.PEEK[] (not marking them read); oversize ones as header."""
+        if self.renew_by is not None and time.monotonic() >= self.renew_by:
+            raise AccessTokenDueError(f"the access token of {_where(self._account)} is due")
         for batch in _batches(list(uids), FETCH_BATCH):
             with translated_errors(self._account):
                 sizes = self._c.fetch(batch, ["RFC822.SIZE", "INTERNALDATE", MESSAGE_ID_ITEM])

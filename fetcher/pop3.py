@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import poplib
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.parser import BytesHeaderParser
@@ -12,6 +14,7 @@ from fetcher.connerrors import connection_error
 from fetcher.ports import FetchedMessage
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
+from shared.oauth.tokens import AccessTokenDueError
 from shared.tls import client_context
 
 CONNECT_TIMEOUT = 30.0
@@ -24,6 +27,10 @@ def translated_pop3_errors(account: AccountConfig, *, login: bool = False) -> It
     try:
         yield
     except poplib.error_proto as exc:
+        if login and account.auth == "oauth2":
+            raise MailboxRejectedError(
+                "token_rejected", f"bearer token refused by {where}"
+            ) from exc
         if login:
             raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
         raise MailboxUnavailableError("protocol_error", f"{where}: {exc}") from exc
@@ -35,13 +42,23 @@ class PoplibMailbox:
     """One logged-in POP3 session; leaving the `with` block sends QUIT only on success.
 
     QUIT is what makes DELE take effect, so it is sent only when the block ends without an
-    error: a failed run leaves every message on the server.
+    error: a failed run leaves every message on the server. `secret` is the password, or for
+    OAuth2 accounts the access token (AUTH XOAUTH2); past `renew_by` (monotonic) no further
+    message is retrieved (AccessTokenDueError).
     """
 
-    def __init__(self, account: AccountConfig, password: str, *, timeout: float = CONNECT_TIMEOUT):
+    def __init__(
+        self,
+        account: AccountConfig,
+        secret: str,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        renew_by: float | None = None,
+    ):
         self._account = account
-        self._password = password
+        self._secret = secret
         self._timeout = timeout
+        self.renew_by = renew_by
         self._pop: poplib.POP3 | None = None
 
     def __enter__(self) -> PoplibMailbox:
@@ -59,13 +76,28 @@ class PoplibMailbox:
                 if a.security == "starttls":
                     pop.stls(context)
             with translated_pop3_errors(a, login=True):
-                pop.user(a.username)
-                pop.pass_(self._password)
+                self._login(pop)
         except BaseException:
             pop.close()  # a refused login must not leave the socket open
             raise
         self._pop = pop
         return self
+
+    def _login(self, pop: poplib.POP3) -> None:
+        a = self._account
+        if a.auth != "oauth2":
+            pop.user(a.username)
+            pop.pass_(self._secret)
+            return
+        # poplib has no AUTH helper: its command primitives send AUTH XOAUTH2 (RFC 5034).
+        raw = f"user={a.username}\x01auth=Bearer {self._secret}\x01\x01".encode()
+        line = "AUTH XOAUTH2 " + base64.b64encode(raw).decode("ascii")
+        reply: bytes = pop._shortcmd(line)  # type: ignore[attr-defined]
+        if reply.startswith(b"+ ") or reply == b"+":
+            # A refusal comes as a challenge holding the error; an empty line ends it (-ERR).
+            pop._putcmd("")  # type: ignore[attr-defined]
+            pop._getresp()  # type: ignore[attr-defined]
+            raise poplib.error_proto("-ERR the server refused the bearer token")
 
     def __exit__(self, exc_type: object, *_exc: object) -> None:
         pop, self._pop = self._pop, None
@@ -95,6 +127,8 @@ class PoplibMailbox:
 
     def retrieve(self, number: int, uidl: str, size: int, *, max_bytes: int) -> FetchedMessage:
         """RETR the message, or only its header (TOP n 0) when it is over `max_bytes`."""
+        if self.renew_by is not None and time.monotonic() >= self.renew_by:
+            raise AccessTokenDueError(f"the access token of {self._account.host} is due")
         oversize = size > max_bytes
         with translated_pop3_errors(self._account):
             _resp, lines, _octets = self._p.top(number, 0) if oversize else self._p.retr(number)

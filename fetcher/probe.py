@@ -16,6 +16,11 @@ WHAT_FAILED = {
     "tls_certificate": "TLS certificate not trusted",
     "login_rejected": "login rejected",
     "folder_missing": "folder missing",
+    "token_rejected": "OAuth2 access token refused",
+    "oauth_invalid_grant": "OAuth2 authorization revoked or expired (run `accounts authorize`)",
+    "oauth_not_authorized": "OAuth2 not authorized yet (run `accounts authorize`)",
+    "oauth_invalid_client": "OAuth2 client id or secret refused",
+    "oauth_unavailable": "OAuth2 token endpoint unavailable",
 }
 
 
@@ -36,7 +41,10 @@ class ProbeResult:
 
 
 def probe(account: AccountConfig, password: str, *, timeout: float = 15.0) -> ProbeResult:
-    """Connect, log in and open the folder (IMAP) or list the mailbox (POP3)."""
+    """Connect, log in and open the folder (IMAP) or list the mailbox (POP3).
+
+    `password` is the access token for OAuth2 accounts.
+    """
     where = f"{account.host}:{account.port}"
     try:
         if account.protocol == "pop3":

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime
+from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from fetcher.adapters import (
     BrokerEventPublisher,
     MongoAccounts,
+    MongoOAuthTokens,
     MongoPop3Positions,
     MongoPositionStore,
     MongoTakenMail,
@@ -26,13 +29,17 @@ from fetcher.sync import ImapSync, SyncResult
 from shared.accounts import Account
 from shared.blobs import GridFsBlobStore
 from shared.crypto import SecretBox
-from shared.errors import MailboxError, TransientError
+from shared.errors import MailboxError, MailboxRejectedError, TransientError
 from shared.logging import get_logger
 from shared.metrics import record_fetch
+from shared.oauth.endpoint import token_endpoint
+from shared.oauth.tokens import AccessTokenDueError, AccessTokens
 from shared.runtime import open_broker
 from shared.store import Store
 
 log = get_logger("mailintake.fetcher")
+
+M = TypeVar("M")
 
 
 class AccountRunner:
@@ -56,6 +63,7 @@ class AccountRunner:
         self._broker = open_broker(settings)
         self._publisher = BrokerEventPublisher(self._broker)
         self._health = AccountHealth(account, MongoAccounts(store), self._publisher)
+        self._tokens: AccessTokens | None = None
         self._thread = threading.Thread(target=self._main, name=f"fetch-{account.id}", daemon=True)
 
     def start(self) -> None:
@@ -110,7 +118,14 @@ class AccountRunner:
                 log.warning("account_state_not_saved", account_id=a.id, error=str(err))
 
     def _session(self) -> None:
-        """One connection's life: catch up, then wait for mail (IDLE) or for the poll interval."""
+        """One connection's life; an access token due for renewal ends it, to reconnect at once."""
+        try:
+            self._connected()
+        except AccessTokenDueError:
+            log.info("oauth_session_renewed", account_id=self.account.id)
+
+    def _connected(self) -> None:
+        """Catch up, then wait for mail (IDLE) or for the poll interval."""
         if self.stop.is_set():
             return
         if self.account.protocol == "pop3":
@@ -118,7 +133,7 @@ class AccountRunner:
             self.stop.wait(self.account.poll_interval)
             return
         with ExitStack() as stack:
-            mailbox = stack.enter_context(self._imap())
+            mailbox = self._open(stack, ImapClientMailbox)
             self._imap_pass(mailbox)
             if not mailbox.supports_idle():
                 stack.close()
@@ -133,12 +148,48 @@ class AccountRunner:
 
     def _watch(self, mailbox: ImapClientMailbox) -> None:
         while not self.stop.is_set():
-            wait_for_mail(mailbox, self.stop, renew_after=self._settings.idle_renew_seconds)
+            renew = self._settings.idle_renew_seconds
+            if mailbox.renew_by is not None:
+                renew = min(renew, max(mailbox.renew_by - time.monotonic(), 0.0))
+            wait_for_mail(mailbox, self.stop, renew_after=renew)
             if not self.stop.is_set():
                 self._imap_pass(mailbox)
 
-    def _imap(self) -> ImapClientMailbox:
-        return ImapClientMailbox(self.account, self._box.decrypt(self.account.password_enc))
+    def _open(self, stack: ExitStack, mailbox: Callable[..., AbstractContextManager[M]]) -> M:
+        """Log in; an OAuth2 token the server refuses is refreshed once and tried again."""
+        secret, renew_by = self._secret(fresh=False)
+        try:
+            return stack.enter_context(mailbox(self.account, secret, renew_by=renew_by))
+        except MailboxRejectedError as exc:
+            if exc.reason != "token_rejected":
+                raise
+            log.info("oauth_token_refused", account_id=self.account.id)
+        secret, renew_by = self._secret(fresh=True)
+        return stack.enter_context(mailbox(self.account, secret, renew_by=renew_by))
+
+    def _secret(self, *, fresh: bool) -> tuple[str, float | None]:
+        """The password, or a valid access token and when (monotonic) to renew it."""
+        a = self.account
+        if a.auth != "oauth2":
+            return self._box.decrypt(a.password_enc), None
+        tokens = self._access_tokens()
+        token = tokens.refresh() if fresh else tokens.current()
+        left = (token.renew_at - self._clock()).total_seconds()
+        return token.token, time.monotonic() + left
+
+    def _access_tokens(self) -> AccessTokens:
+        if self._tokens is None:
+            a = self.account
+            assert a.oauth is not None  # AccountConfig requires it for auth "oauth2"
+            self._tokens = AccessTokens(
+                a.id,
+                a.oauth.endpoints(a.protocol).scope,
+                store=MongoOAuthTokens(self._store, a.tenant_id),
+                box=self._box,
+                endpoint=token_endpoint(a, self._box),
+                clock=self._clock,
+            )
+        return self._tokens
 
     def _imap_pass(self, mailbox: ImapClientMailbox) -> None:
         a = self.account
@@ -164,8 +215,8 @@ class AccountRunner:
             clock=self._clock,
             inline_limit=self._settings.inline_body_limit,
         )
-        with PoplibMailbox(a, self._box.decrypt(a.password_enc)) as mailbox:
-            result = sync.run(mailbox)
+        with ExitStack() as stack:
+            result = sync.run(self._open(stack, PoplibMailbox))
         self._done(result)
 
     def _done(self, result: SyncResult) -> None:

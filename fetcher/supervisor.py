@@ -25,9 +25,14 @@ log = get_logger("mailintake.fetcher")
 
 
 def config_key(account: Account) -> str:
-    """What a runner depends on: a change of it (or of the password) restarts the runner."""
+    """What a runner depends on: a change of it (or of the password) restarts the runner.
+
+    For OAuth2 a new authorization or client secret counts; a rotated refresh token does not.
+    """
     fields = {k: getattr(account, k) for k in AccountConfig.model_fields}
     fields["password_enc"] = account.password_enc
+    fields["oauth_client_secret_enc"] = account.oauth_client_secret_enc
+    fields["oauth_authorized_at"] = account.oauth_authorized_at
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 

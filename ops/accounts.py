@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ops import oauth
 from ops.context import Context
 from ops.output import UserError, emit, print_json, read_secret
 from shared.accounts import (
@@ -30,9 +31,11 @@ LIST_COLUMNS = [
     "username",
     "folder",
     "enabled",
+    "auth",
     "status",
 ]
-HIDDEN = {"password_enc"}
+HIDDEN = {"password_enc", "oauth_client_secret_enc", "oauth_refresh_token_enc"}
+HIDDEN |= {"oauth_access_token_enc"}
 PLAINTEXT_PORTS = (110, 143)
 
 
@@ -44,6 +47,7 @@ def register(commands: Any) -> None:
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     _add_parser(sub)
+    oauth.register(sub)
     for name, help_text in (("list", "list the accounts"), ("status", "sync state and progress")):
         q = sub.add_parser(name, help=help_text)
         q.add_argument("--tenant", help="only this tenant's accounts")
@@ -68,6 +72,8 @@ def _add_parser(sub: Any) -> None:
         help="connect a mailbox; prints the new account's id",
         description="Connect a mailbox. The password is read from stdin or an "
         "environment variable, never from the command line, and stored encrypted.",
+        epilog=oauth.OAUTH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     a.add_argument("--tenant", required=True, help="the CRM installation (tenant id)")
     a.add_argument("--owner", required=True, help="user who sets it up (gets skip/error notices)")
@@ -80,7 +86,7 @@ def _add_parser(sub: Any) -> None:
         help="ssl (default), starttls, or none (plaintext: must be said explicitly)",
     )
     a.add_argument("--username", required=True)
-    pw = a.add_mutually_exclusive_group(required=True)
+    pw = a.add_mutually_exclusive_group()  # one of them unless --auth oauth2
     pw.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     pw.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
     a.add_argument("--folder", default="INBOX")
@@ -142,12 +148,17 @@ def _add_parser(sub: Any) -> None:
         metavar="BYTES",
         help="larger mail is skipped as too large (default 25 MiB)",
     )
+    oauth.add_arguments(a)
     a.add_argument("--json", action="store_true", help="print the new account as JSON")
     a.set_defaults(func=cmd_add)
 
 
-def _password(args: argparse.Namespace) -> str:
-    return read_secret(args.password_env, "password")
+def _password(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
+    if args.auth == "oauth2":
+        return oauth.secret_fields(args, ctx)
+    if not (args.password_stdin or args.password_env):
+        raise UserError("one of --password-stdin or --password-env is required")
+    return {"password_enc": ctx.secrets.encrypt(read_secret(args.password_env, "password"))}
 
 
 def _config(args: argparse.Namespace) -> AccountConfig:
@@ -183,6 +194,7 @@ def _config(args: argparse.Namespace) -> AccountConfig:
             ca_file=args.ca_file,
             allow_plaintext=args.security == "none",
             max_message_bytes=args.max_message_bytes,
+            **oauth.config_fields(args),
         )
     except ValidationError as exc:
         problems.extend(validation_lines(exc))
@@ -217,7 +229,7 @@ def _limit_error(tenant_id: str, count: int) -> UserError:
 
 def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(args)
-    password = _password(args)
+    secrets = _password(args, ctx)
     accounts = ctx.store.accounts
     count = accounts.count_documents({"tenant_id": config.tenant_id})
     if count >= MAX_ACCOUNTS_PER_TENANT:
@@ -225,7 +237,7 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     doc = {
         **config.model_dump(),
         "_id": uuid.uuid4().hex[:16],
-        "password_enc": ctx.secrets.encrypt(password),
+        **secrets,
         "enabled": True,
         "created_at": datetime.now(UTC),
         "state": {"status": "new"},
@@ -260,7 +272,10 @@ def _rows(ctx: Context, tenant: str | None) -> list[Doc]:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
-    rows = [{**d, "status": (d.get("state") or {}).get("status")} for d in _rows(ctx, args.tenant)]
+    rows = [
+        {**d, "status": (d.get("state") or {}).get("status"), "auth": d.get("auth", "password")}
+        for d in _rows(ctx, args.tenant)
+    ]
     emit(rows, LIST_COLUMNS, as_json=args.json)
     return 0
 
@@ -277,7 +292,7 @@ def cmd_test(args: argparse.Namespace, ctx: Context) -> int:
 
     doc = _find(ctx, args.account_id)
     account = Account.model_validate(doc)
-    result = probe(account, ctx.secrets.decrypt(account.password_enc))
+    result = probe(account, oauth.login_secret(ctx, account))
     if args.json:
         print_json({"ok": result.ok, "reason": result.reason, "message": result.message})
     else:
@@ -286,7 +301,8 @@ def cmd_test(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
-    doc = _public(_find(ctx, args.account_id))
+    stored = _find(ctx, args.account_id)
+    doc = {**_public(stored), **oauth.show_fields(stored)}
     if doc.get("protocol") == "pop3":
         doc["note"] = "POP3 has no read flag: loaded mail is remembered by its UIDL"
         doc.pop("sync", None)

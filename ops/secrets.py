@@ -11,7 +11,13 @@ from ops.output import emit
 from shared.errors import SecretError
 
 # (collection, field holding the Fernet token)
-ENCRYPTED = (("accounts", "password_enc"), ("webhooks", "secret_enc"))
+ENCRYPTED = (
+    ("accounts", "password_enc"),
+    ("accounts", "oauth_client_secret_enc"),
+    ("accounts", "oauth_refresh_token_enc"),
+    ("accounts", "oauth_access_token_enc"),
+    ("webhooks", "secret_enc"),
+)
 
 
 def register(commands: Any) -> None:
@@ -55,7 +61,7 @@ def rotate_collection(
                 {"$set": {field: fresh}},
             )
         done += 1
-    return {"collection": collection, "rotated": done, "unreadable": unreadable}
+    return {"collection": collection, "field": field, "rotated": done, "unreadable": unreadable}
 
 
 def cmd_rotate(args: argparse.Namespace, ctx: Context) -> int:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts import AccountOptions
+from shared.oauth.providers import OAuthClient
 
 MAX_ACCOUNTS_PER_TENANT = 10
 DEFAULT_PORTS = {
@@ -23,6 +24,7 @@ DEFAULT_PORTS = {
 Protocol = Literal["imap", "pop3"]
 Security = Literal["ssl", "starttls", "none"]
 InitialSync = Literal["unseen", "all", "new"]
+AuthMode = Literal["password", "oauth2"]
 
 
 def is_loopback(host: str) -> bool:
@@ -62,6 +64,8 @@ class AccountConfig(BaseModel):
     ca_file: str | None = None
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     allow_plaintext: bool = False
+    auth: AuthMode = "password"
+    oauth: OAuthClient | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AccountConfig:
@@ -74,6 +78,8 @@ class AccountConfig(BaseModel):
                 f"security 'none' sends the password in clear to {self.host}; "
                 "say --security none explicitly to allow it"
             )
+        if self.auth == "oauth2" and self.oauth is None:
+            raise ValueError("--auth oauth2 needs --oauth-provider and --client-id")
         return self
 
     def options(self) -> AccountOptions:
@@ -92,10 +98,21 @@ class AccountConfig(BaseModel):
 
 
 class Account(AccountConfig):
-    """A stored account: its config plus id, encrypted secret and state."""
+    """A stored account: its config plus id, encrypted secrets and state.
+
+    OAuth2 accounts keep the client secret, the refresh token and the cached access token
+    encrypted like a password; the times say when the access token and the consent end.
+    """
 
     id: str = Field(alias="_id")
-    password_enc: str
+    password_enc: str = ""
+    oauth_client_secret_enc: str | None = None
+    oauth_refresh_token_enc: str | None = None
+    oauth_access_token_enc: str | None = None
+    oauth_access_issued_at: datetime | None = None
+    oauth_access_expires_at: datetime | None = None
+    oauth_refresh_expires_at: datetime | None = None
+    oauth_authorized_at: datetime | None = None
     enabled: bool = True
     created_at: datetime | None = None
     state: dict[str, Any] = Field(default_factory=dict)

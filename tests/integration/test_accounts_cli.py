@@ -107,7 +107,7 @@ def test_show_says_pop3_has_no_read_flag(cli: Run, mailbox: Mailbox) -> None:
     _code, account_id, _err = cli(*args, password="pw")
     code, out, _err = cli("accounts", "show", account_id.strip())
     assert code == 0 and "POP3 has no read flag" in out
-    assert "password" not in out
+    assert "password_enc" not in out and "auth: password" in out  # the mode, never the secret
 
 
 def test_status_shows_progress_rate_and_eta_of_a_load() -> None:
