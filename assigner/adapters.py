@@ -51,12 +51,21 @@ class MongoManagerRotation:
     customer, keyed by it, naming the slot that won the customer. A claimed customer whose
     manager is not yet written is the "in flight" state: a redelivered event finishes it.
     Every read and write goes by `_id` (the only index FerretDB's SQLite backend uses).
+
+    Between `begin_batch` calls a group's managers are read once; the position in the
+    rotation a replica last saw is kept in memory (slots never change, so it stays true).
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._slots = store[SLOTS]
         self._claims = store[CLAIMS]
+        self._groups: dict[tuple[str, str], list[Doc] | None] | None = None
+        self._seen: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
+
+    def begin_batch(self) -> None:
+        """Read groups afresh from now on, and keep them until the next batch."""
+        self._groups = {}
 
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
@@ -71,16 +80,26 @@ class MongoManagerRotation:
                 mine = customer.get("assigned_for_email") == email_id
                 return Assignment(str(customer["manager_id"]), assigned_now=mine)
             if claim is None:
-                group = find_own(self._store.manager_groups, tenant_id, group_id)
-                if group is None:
+                managers = self._managers(tenant_id, group_id)
+                if managers is None:
                     return Assignment(None, f"manager group {group_id} does not exist", False)
-                managers = self._managers(tenant_id, group)
                 if not managers:
                     return Assignment(None, f"manager group {group_id} has no managers", False)
                 claim = self._claim(tenant_id, group_id, customer_id, email_id, managers, now)
             return self._settle(tenant_id, customer, claim, email_id, now)
 
-    def _managers(self, tenant_id: str, group: Doc) -> list[Doc]:
+    def _managers(self, tenant_id: str, group_id: str) -> list[Doc] | None:
+        """The group's managers in its order (None: no such group), read once per batch."""
+        key = (tenant_id, group_id)
+        if self._groups is not None and key in self._groups:
+            return self._groups[key]
+        group = find_own(self._store.manager_groups, tenant_id, group_id)
+        managers = None if group is None else self._read_managers(tenant_id, group)
+        if self._groups is not None:
+            self._groups[key] = managers
+        return managers
+
+    def _read_managers(self, tenant_id: str, group: Doc) -> list[Doc]:
         ids = [str(i) for i in group.get("manager_ids") or []]
         found = {
             str(m["_id"]): m
@@ -98,9 +117,7 @@ class MongoManagerRotation:
         now: datetime,
     ) -> Doc:
         """The customer's claim: slot seq n+1 taken by a unique insert, then the customer."""
-        snapshot = self._snapshot(tenant_id, group_id)
-        seq = int(snapshot["seq"])
-        last = {str(e["manager_id"]): int(e["seq"]) for e in snapshot["last"]}
+        seq, last = self._position(tenant_id, group_id)
         for attempt in range(MAX_CAS_ATTEMPTS):
             while slot := find_own(self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)):
                 if slot["customer_id"] == customer_id:  # ours, from a run that crashed
@@ -117,12 +134,12 @@ class MongoManagerRotation:
                 "customer_id": customer_id,
                 "email_id": email_id,
                 "claimed_at": now,
-                "settled_at": None,
             }
             if insert_or_ignore(self._slots, slot):
                 last[manager_id] = seq + 1
+                self._seen[(tenant_id, group_id)] = (seq + 1, dict(last))
                 claim = self._claim_customer(tenant_id, slot)
-                self._save_snapshot(tenant_id, group_id, seq + 1, last, since=int(snapshot["seq"]))
+                self._save_snapshot(tenant_id, group_id, seq + 1, last)
                 return claim
             # Another replica took slot seq+1: read it (and any after it) and try again.
             time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
@@ -145,28 +162,33 @@ class MongoManagerRotation:
             raise TransientError(f"claim of customer {slot['customer_id']} vanished")
         # Our slot stays unused: the same event was handled twice at once (a turn is lost).
         log.warning("rotation_slot_unused", seq=slot["seq"], group_id=slot["group_id"])
-        self._slots.update_one({"_id": slot["_id"]}, {"$set": {"settled_at": slot["claimed_at"]}})
         return won
 
-    def _snapshot(self, tenant_id: str, group_id: str) -> Doc:
+    def _position(self, tenant_id: str, group_id: str) -> tuple[int, dict[str, int]]:
+        """Where to read the rotation from: what this replica saw last, else the snapshot."""
+        seen = self._seen.get((tenant_id, group_id))
+        if seen is not None:
+            return seen[0], dict(seen[1])
         key = deterministic_id("rotation", tenant_id, group_id)
         found = find_own(self._store.rotations, tenant_id, key)
-        if found is not None:
-            return found
-        doc = {"_id": key, "tenant_id": tenant_id, "group_id": group_id, "seq": 0, "last": []}
-        insert_or_ignore(self._store.rotations, doc)
-        return find_own(self._store.rotations, tenant_id, key) or doc
+        if found is None:
+            doc: Doc = {
+                "_id": key,
+                "tenant_id": tenant_id,
+                "group_id": group_id,
+                "seq": 0,
+                "last": [],
+            }
+            insert_or_ignore(self._store.rotations, doc)
+            found = find_own(self._store.rotations, tenant_id, key) or doc
+        return int(found["seq"]), {str(e["manager_id"]): int(e["seq"]) for e in found["last"]}
 
-    def _save_snapshot(
-        self, tenant_id: str, group_id: str, seq: int, last: dict[str, int], *, since: int
-    ) -> None:
-        """Move the snapshot forward from `since`; a lost race leaves an older one (slower).
+    def _save_snapshot(self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]) -> None:
+        """Move the snapshot to `seq`; a lost race leaves an older one, which is only slower.
 
         Written by `_id` alone: a replica may put back an older snapshot, and readers then
         read a few more slots after it, which gives them the same history.
         """
-        if seq <= since:
-            return
         self._store.rotations.update_one(
             {"_id": deterministic_id("rotation", tenant_id, group_id)},
             {"$set": {"seq": seq, "last": [{"manager_id": m, "seq": s} for m, s in last.items()]}},
@@ -175,7 +197,7 @@ class MongoManagerRotation:
     def _settle(
         self, tenant_id: str, customer: Doc, claim: Doc, email_id: str, now: datetime
     ) -> Assignment:
-        """Write the claimed manager on the customer (unless it has one), then close the slot."""
+        """Write the claimed manager on the customer, unless it has one already."""
         if customer.get("manager_id") is None:
             fields = {
                 "manager_id": claim["manager_id"],
@@ -184,7 +206,6 @@ class MongoManagerRotation:
             }
             self._store.customers.update_one({"_id": customer["_id"]}, {"$set": fields})
             customer = {**customer, **fields}
-        self._slots.update_one({"_id": claim["slot_id"]}, {"$set": {"settled_at": now}})
         actual = str(customer["manager_id"])
         log.info("customer_assigned", manager_id=actual, slot_id=claim["slot_id"])
         return Assignment(actual, assigned_now=customer.get("assigned_for_email") == email_id)

@@ -18,7 +18,7 @@ from shared.store import Store
 
 
 class BinderHandler:
-    """The binder's handler, and its bulk read of each batch's customers and orders."""
+    """The binder's handler; each batch's lookups are read and its e-mails written in bulk."""
 
     def __init__(self, store: Store) -> None:
         self.crm = MongoCrmDirectory(store)
@@ -37,7 +37,11 @@ class BinderHandler:
         )
 
     def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
+        self.archive.discard()
         self.crm.warm(wanted_lookups(batch))
+
+    def finish(self) -> None:
+        self.archive.flush()
 
 
 def build_handler(_settings: Settings, store: Store) -> BinderHandler:

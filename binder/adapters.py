@@ -9,7 +9,8 @@ from typing import Any
 from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
-from shared.store import Store, find_own, insert_or_ignore, store_errors
+from shared.errors import TransientError
+from shared.store import Store, find_own, insert_many_or_ignore, insert_or_ignore, store_errors
 
 
 def customer_id_for(tenant_id: str, address: str) -> str:
@@ -126,25 +127,45 @@ class MongoCrmDirectory:
 
 
 class MongoEmailArchive:
-    """The `emails` collection, written insert-or-ignore by _id."""
+    """The `emails` collection, written insert-or-ignore by _id.
+
+    A recorded document is kept until `flush`, which writes the batch's documents with one
+    command (the worker calls it before any of the batch's events is published).
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._pending: dict[str, dict[str, Any]] = {}
 
     def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None:
+        pending = self._pending.get(email_id)
+        if pending is not None:
+            return pending if pending["tenant_id"] == tenant_id else None
         with store_errors("read email"):
             return find_own(self._store.emails, tenant_id, email_id)
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
-        with store_errors("record email"):
-            if insert_or_ignore(self._store.emails, doc):
-                return doc
-            existing = find_own(self._store.emails, doc["tenant_id"], doc["_id"])
-        if existing is None:
-            raise LookupError(f"email {doc['_id']} exists in another tenant")
-        return existing
+        return self._pending.setdefault(doc["_id"], doc)
+
+    def flush(self) -> None:
+        """Write the kept documents; if another binder wrote one meanwhile, try again later."""
+        docs, self._pending = list(self._pending.values()), {}
+        with store_errors("record emails"):
+            existed = insert_many_or_ignore(self._store.emails, docs)
+        if existed:
+            raise TransientError(
+                f"{len(existed)} of {len(docs)} e-mails were recorded meanwhile by another "
+                "binder: the batch is handled again from what is stored"
+            )
+
+    def discard(self) -> None:
+        self._pending = {}
 
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
+        for kept in self._pending.values():  # an earlier mail of this batch
+            ours = kept["tenant_id"] == tenant_id and kept.get("message_id") in message_ids
+            if ours and kept.get("order_id") is not None:
+                return str(kept["order_id"])
         with store_errors("find thread"):
             doc = self._store.emails.find_one(
                 {

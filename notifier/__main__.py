@@ -29,12 +29,15 @@ def _directory(settings: Settings, store: Store) -> MongoWebhookDirectory:
     return MongoWebhookDirectory(store, SecretBox(key) if key else None)
 
 
-def build_handler(settings: Settings, store: Store) -> EventHandler:
-    inbox = MongoNotificationInbox(store)
-    webhooks = _directory(settings, store)
+class NotifierHandler:
+    """The notifier's handler; each batch's notifications are written with one command."""
 
-    def handle(event: Event, _payload: bytes | None) -> list[Event]:
-        now = datetime.now(UTC)
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.inbox = MongoNotificationInbox(store, deferred=True)
+        self.webhooks = _directory(settings, store)
+
+    def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
+        now, inbox, webhooks = datetime.now(UTC), self.inbox, self.webhooks
         if isinstance(event, MailRouted):
             return handle_mail_routed(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, MailSkipped):
@@ -43,7 +46,12 @@ def build_handler(settings: Settings, store: Store) -> EventHandler:
             return handle_account_failed(event, inbox=inbox, webhooks=webhooks, now=now)
         raise InvalidEventError(f"the notifier does not take {event.event_type}")
 
-    return handle
+    def finish(self) -> None:
+        self.inbox.flush()
+
+
+def build_handler(settings: Settings, store: Store) -> NotifierHandler:
+    return NotifierHandler(settings, store)
 
 
 def build_webhook_handler(settings: Settings, store: Store) -> EventHandler:

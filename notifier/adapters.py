@@ -9,20 +9,35 @@ from notifier.ports import WebhookConfig
 from notifier.webhook import webhook_id
 from shared.crypto import SecretBox
 from shared.errors import ConfigError
-from shared.store import Store, find_own, insert_or_ignore, store_errors
+from shared.store import Store, find_own, insert_many_or_ignore, insert_or_ignore, store_errors
 
 WEBHOOKS = "webhooks"
 
 
 class MongoNotificationInbox:
-    """Notifications in the `notifications` collection, insert-or-ignore by _id."""
+    """Notifications in the `notifications` collection, insert-or-ignore by _id.
 
-    def __init__(self, store: Store) -> None:
+    `deferred`: added notifications are kept until `flush`, which writes the batch's with
+    one command (the worker calls it before any of the batch's events is published).
+    """
+
+    def __init__(self, store: Store, *, deferred: bool = False) -> None:
         self._store = store
+        self._pending: dict[str, dict[str, Any]] | None = {} if deferred else None
 
     def add(self, doc: dict[str, Any]) -> bool:
+        if self._pending is not None:
+            return self._pending.setdefault(doc["_id"], doc) is doc
         with store_errors("add notification"):
             return insert_or_ignore(self._store.notifications, doc)
+
+    def flush(self) -> None:
+        """Write the kept notifications; those stored already stay as they are."""
+        if not self._pending:
+            return
+        docs, self._pending = list(self._pending.values()), {}
+        with store_errors("add notifications"):
+            insert_many_or_ignore(self._store.notifications, docs)
 
     def get(self, tenant_id: str, notification_id: str) -> dict[str, Any] | None:
         with store_errors("read notification"):

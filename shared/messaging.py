@@ -41,9 +41,7 @@ from shared.wire import (
 log = get_logger("mailintake.messaging")
 
 _CONNECTION_ERRORS = (pex.AMQPConnectionError, pex.AMQPChannelError, pex.StreamLostError)
-Handler = Callable[[Incoming], Sequence[Outgoing]]
-Settle = Callable[[Incoming, BaseException], Sequence[Outgoing]]
-Prepare = Callable[[Sequence[Incoming]], None]
+BatchHandler = Callable[[Sequence[Incoming]], Sequence[Outgoing]]
 
 
 class Broker:
@@ -204,22 +202,14 @@ class Broker:
                 self._confirms.wait(CONFIRM_TIMEOUT)
 
     # -- consuming ----------------------------------------------------------------------
-    def consume(
-        self,
-        queue: str,
-        handle: Handler,
-        settle: Settle,
-        stop: threading.Event,
-        prepare: Prepare | None = None,
-    ) -> None:
-        """Deliver `queue` to `handle` until `stop` is set; ack only after outputs confirmed.
+    def consume(self, queue: str, handle_batch: BatchHandler, stop: threading.Event) -> None:
+        """Deliver `queue` in batches to `handle_batch` until `stop` is set.
 
-        `handle` returns the messages to publish; if it raises, `settle` returns where the
-        message goes instead (its retry or dead-letter queue). Messages already delivered are
-        handled as one batch (shown to `prepare` first, to read what they need in bulk) whose
-        outputs are confirmed together, then acked together; a redelivered message is handled
-        alone, so a message that kills its consumer cannot use up the delivery count of
-        others. The batch in hand is finished before `stop`.
+        A batch is the messages already delivered (up to the prefetch); what `handle_batch`
+        returns is published and confirmed, then the whole batch is acked with one ack. A
+        redelivered message is a batch of its own, so a message that kills its consumer
+        cannot use up the delivery count of others. The batch in hand is finished before
+        `stop`; a batch whose outputs are not confirmed is not acked (it comes back).
         """
         buffer: deque[tuple[Any, pika.BasicProperties, bytes]] = deque()
         with self._translated(f"consume {queue}"):
@@ -231,16 +221,7 @@ class Broker:
                     self._connection.process_data_events(time_limit=0.5)
                     continue
                 batch = _take_batch(buffer, self._prefetch)
-                messages = [_incoming(queue, method, props, body) for method, props, body in batch]
-                if prepare is not None:
-                    prepare(messages)
-                outputs: list[Outgoing] = []
-                for message in messages:
-                    try:
-                        outputs.extend(handle(message))
-                    except Exception as exc:
-                        outputs.extend(settle(message, exc))
-                self.publish(outputs)
+                self.publish(handle_batch([_incoming(queue, *delivery) for delivery in batch]))
                 ch.basic_ack(int(batch[-1][0].delivery_tag or 0), multiple=True)
             ch.basic_cancel(tag)
 

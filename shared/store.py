@@ -153,3 +153,20 @@ def insert_or_ignore(collection: Collection[Doc], doc: Doc) -> bool:
     except pymongo.errors.DuplicateKeyError:
         return False
     return True
+
+
+DUPLICATE_KEY = 11000
+
+
+def insert_many_or_ignore(collection: Collection[Doc], docs: list[Doc]) -> set[Any]:
+    """Insert `docs` with one command; the _ids that existed already (those stay as they were)."""
+    if not docs:
+        return set()
+    try:
+        collection.insert_many(docs, ordered=False)
+    except pymongo.errors.BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return {docs[int(e["index"])]["_id"] for e in errors}
+    return set()

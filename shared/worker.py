@@ -27,6 +27,7 @@ log = get_logger("mailintake.worker")
 
 EventHandler = Callable[[Event, bytes | None], Sequence[Event]]
 BatchPreparer = Callable[[Sequence[tuple[Event, bytes | None]]], None]
+BatchFinisher = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class StageWorker:
         policy: RetryPolicy | None = None,
         on_outcome: Callable[[str, Event | None, float], None] | None = None,
         prepare: BatchPreparer | None = None,
+        finish: BatchFinisher | None = None,
     ) -> None:
         self.stage = stage
         self.broker = broker
@@ -79,8 +81,10 @@ class StageWorker:
         self._handler = handler
         self._policy = policy or RetryPolicy()
         self._on_outcome = on_outcome
-        # A handler with a `prepare` method reads each batch in bulk before handling it.
+        # A handler may read a batch in bulk before it (`prepare`) and write what it kept
+        # back in bulk after it (`finish`).
         self._prepare = prepare or getattr(handler, "prepare", None)
+        self._finish = finish or getattr(handler, "finish", None)
         self.stop = threading.Event()
         self.consuming = threading.Event()
         self._started = time.monotonic()
@@ -101,6 +105,27 @@ class StageWorker:
         encoded = [encode_event(e) for e in outputs]
         self._report("ok", event)
         return encoded
+
+    def handle_batch(self, messages: Sequence[Incoming]) -> list[Outgoing]:
+        """Every message's outputs, or where it goes instead when its handling failed.
+
+        The handler's `finish` runs after the last message: the batch's effects are stored
+        only then, so if it fails, every message handled so far is settled (retried) instead
+        of passing its outputs on.
+        """
+        self.prepare(messages)
+        results: list[tuple[Incoming, list[Outgoing], bool]] = []
+        for message in messages:
+            try:
+                results.append((message, self.handle(message), True))
+            except Exception as exc:  # settled: retried or dead-lettered
+                results.append((message, self.settle(message, exc), False))
+        if self._finish is not None and any(ok for _, _, ok in results):
+            try:
+                self._finish()
+            except Exception as exc:  # the whole batch is settled
+                results = [(m, self.settle(m, exc) if ok else out, ok) for m, out, ok in results]
+        return [output for _, outputs, _ in results for output in outputs]
 
     def prepare(self, messages: Sequence[Incoming]) -> None:
         """Show the batch's events to the stage's preparer (bulk reads); never fails the batch.
@@ -149,8 +174,7 @@ class StageWorker:
                 self.broker.declare()  # all of it: outputs must find their queues
                 self.consuming.set()
                 log.info("consuming", queue=self.queue)
-                prepare = self.prepare if self._prepare is not None else None
-                self.broker.consume(self.queue, self.handle, self.settle, self.stop, prepare)
+                self.broker.consume(self.queue, self.handle_batch, self.stop)
                 delay = 0.5
             except (BrokerUnavailableError, PublishNotConfirmedError) as exc:
                 # The message in hand was not acked: RabbitMQ delivers it again.

@@ -169,7 +169,8 @@ def test_two_replicas_racing_share_300_customers_evenly(
     slots = list(store[SLOTS].find({"tenant_id": TENANT}))
     assert sorted(s["seq"] for s in slots) == list(range(1, 301))
     assert len({s["customer_id"] for s in slots}) == 300
-    assert all(s["settled_at"] is not None for s in slots)
+    claims = {c["customer_id"]: c["slot_id"] for c in store[CLAIMS].find({"tenant_id": TENANT})}
+    assert claims == {s["customer_id"]: s["_id"] for s in slots}
     # Both replicas took part: the race was real.
     assert len({r.event_id for r in routed_messages(broker)}) == 300
 
@@ -238,11 +239,11 @@ def test_a_crash_between_claim_and_settle_is_finished_by_the_redelivery(store: S
     managers = list(store.managers.find({"tenant_id": TENANT}).sort("_id", 1))
     claim = rotation._claim(TENANT, "g1", new_customer(store, 1).customer_id, "e1", managers, NOW)
     assert claim["manager_id"] == "m1"
-    assert store[SLOTS].count_documents({"tenant_id": TENANT, "settled_at": None}) == 1
     assert store.customers.find_one({"_id": "c1"})["manager_id"] is None  # type: ignore[index]
     again = rotation.assign(TENANT, "g1", "c1", email_id="e1", now=NOW)
     assert again.manager_id == "m1" and again.assigned_now
-    assert store[SLOTS].count_documents({"tenant_id": TENANT, "settled_at": None}) == 0
+    assert store.customers.find_one({"_id": "c1"})["manager_id"] == "m1"  # type: ignore[index]
+    assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 1
     nxt = rotation.assign(TENANT, "g1", new_customer(store, 2).customer_id, email_id="e2", now=NOW)
     assert nxt.manager_id == "m2"
 
@@ -252,8 +253,7 @@ def test_a_crash_between_slot_and_claim_reuses_the_slot(store: Store) -> None:
     customer = new_customer(store, 1).customer_id
     store[SLOTS].insert_one(
         {"_id": slot_id(TENANT, "g1", 1), "tenant_id": TENANT, "group_id": "g1", "seq": 1,
-         "manager_id": "m1", "customer_id": customer, "email_id": "e1", "claimed_at": NOW,
-         "settled_at": None}
+         "manager_id": "m1", "customer_id": customer, "email_id": "e1", "claimed_at": NOW}
     )  # fmt: skip
     rotation = MongoManagerRotation(store)
     again = rotation.assign(TENANT, "g1", customer, email_id="e1", now=NOW)
@@ -278,6 +278,25 @@ def test_a_customer_claimed_twice_keeps_the_first_claim(store: Store) -> None:
     assert third == first
     got = rotation.assign(TENANT, "g1", customer, email_id="e1", now=NOW)
     assert got.manager_id == "m1" and got.assigned_now
+
+
+def test_a_batch_reads_its_group_once_and_the_next_batch_reads_it_again(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "busy", True), ("m2", "free", True))
+    rotation = MongoManagerRotation(store)
+    rotation.begin_batch()
+    first = rotation.assign(
+        TENANT, "g1", new_customer(store, 1).customer_id, email_id="e1", now=NOW
+    )
+    store.managers.update_one({"_id": "m2"}, {"$set": {"status": "lunch"}})
+    second = rotation.assign(
+        TENANT, "g1", new_customer(store, 2).customer_id, email_id="e2", now=NOW
+    )
+    assert (first.manager_id, second.manager_id) == ("m2", "m2")  # the batch's view of m2
+    rotation.begin_batch()
+    third = rotation.assign(
+        TENANT, "g1", new_customer(store, 3).customer_id, email_id="e3", now=NOW
+    )
+    assert third.manager_id == "m1"  # nobody free now: least recently assigned of everyone
 
 
 def test_customer_with_a_manager_keeps_it(store: Store) -> None:

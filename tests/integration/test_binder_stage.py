@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from binder.__main__ import build_handler
-from binder.adapters import MongoCrmDirectory
+from binder.adapters import MongoCrmDirectory, MongoEmailArchive
 from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import AccountOptions, MailFetched, email_id_for_imap
+from shared.errors import StoreUnavailableError
 from shared.messaging import Broker
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import Store, insert_many_or_ignore
 from shared.topology import Topology
 from shared.wire import encode_event
 from shared.worker import RetryPolicy, StageWorker
@@ -213,3 +214,35 @@ def test_a_failed_bulk_read_leaves_each_mail_to_its_own_lookups(
     wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 3, 30, "3 mails")
     assert {e["customer_id"] for e in store.emails.find({"tenant_id": TENANT})} == {"c-1"}
     assert queue_depths(broker) == dict.fromkeys(queue_depths(broker), 0)
+
+
+def test_a_failed_bulk_write_sends_the_whole_batch_round_again_and_passes_each_mail_once(
+    broker: Broker, store: Store, binders: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flush = MongoEmailArchive.flush
+    failures = iter([StoreUnavailableError("the store is not reachable")])
+
+    def fail_once(self: MongoEmailArchive) -> None:
+        for exc in failures:
+            self.discard()
+            raise exc
+        flush(self)
+
+    monkeypatch.setattr(MongoEmailArchive, "flush", fail_once)
+    batch = [fetched(uid, make_mail(f"new{uid}@example.org", "hi"), create_customer=True)
+             for uid in (1, 2, 3)]  # fmt: skip
+    broker.publish([encode_event(e, raw) for e, raw in batch])
+    binders(1)  # type: ignore[operator]
+    wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 3, 30, "3 mails")
+    assigner = broker.topology.work_queue("assigner")
+    wait_until(lambda: broker.queue_counts(assigner)[0] == 3, 10, "3 events for the assigner")
+    assert queue_depths(broker) == dict.fromkeys(queue_depths(broker), 0)
+    assert {e["matched_by"] for e in store.emails.find({"tenant_id": TENANT})} == {"created"}
+
+
+def test_insert_many_or_ignore_reports_the_ids_that_existed(store: Store) -> None:
+    store.emails.insert_one({"_id": "b", "tenant_id": TENANT, "v": 1})
+    docs = [{"_id": i, "tenant_id": TENANT, "v": 2} for i in ("a", "b", "c")]
+    assert insert_many_or_ignore(store.emails, docs) == {"b"}
+    assert {d["_id"]: d["v"] for d in store.emails.find()} == {"a": 2, "b": 1, "c": 2}
+    assert insert_many_or_ignore(store.emails, []) == set()
