@@ -16,7 +16,7 @@ from typing import Literal
 import pytest
 
 from tests.fault.conftest import TENANT, FaultRow, World
-from tests.fault.invariants import check, dead_letters, done_mails, settled
+from tests.fault.invariants import check, dead_letters, done_mails, recorded, settled
 from tests.processes import wait_until
 from tests.services import service_ctl
 
@@ -85,11 +85,11 @@ def fetched(world: World) -> int:
 
 
 def wait_for(world: World, trigger: Trigger) -> None:
-    """Until the first load is under way ("fetching") or a fifth is through ("flowing")."""
+    """Until the first load is under way ("fetching") or a fifth is bound ("flowing")."""
     total = len(world.stream.mails)
     if trigger == "start":
         return
-    progress, share = (fetched, 20) if trigger == "fetching" else (done_mails, 5)
+    progress, share = (fetched, 20) if trigger == "fetching" else (recorded, 5)
     wait_until(
         lambda: progress(world) >= total // share,
         timeout=120,
