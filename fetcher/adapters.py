@@ -97,6 +97,11 @@ class MongoOAuthTokens(_AccountDoc):
         }
         self._set(account_id, "save the access token", fields)
 
+    def consent_ends(self, account_id: str) -> datetime | None:
+        """When the provider ends the consent (`oauth_refresh_expires_at`), if it told."""
+        ends = self._read(account_id, "oauth_refresh_expires_at").get("oauth_refresh_expires_at")
+        return ends if isinstance(ends, datetime) else None
+
     def rotate_refresh(
         self, account_id: str, *, old_enc: str, new_enc: str, expires_at: datetime | None
     ) -> bool:

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
@@ -64,6 +64,7 @@ class AccountRunner:
         self._publisher = BrokerEventPublisher(self._broker)
         self._health = AccountHealth(account, MongoAccounts(store), self._publisher)
         self._tokens: AccessTokens | None = None
+        self._consent_due = False
         self._thread = threading.Thread(target=self._main, name=f"fetch-{account.id}", daemon=True)
 
     def start(self) -> None:
@@ -119,6 +120,7 @@ class AccountRunner:
 
     def _session(self) -> None:
         """One connection's life; an access token due for renewal ends it, to reconnect at once."""
+        self._consent_due = self.account.auth == "oauth2"
         try:
             self._connected()
         except AccessTokenDueError:
@@ -141,16 +143,24 @@ class AccountRunner:
                 return
             try:
                 self._watch(mailbox)
+            except AccessTokenDueError:
+                raise
             except (MailboxError, TransientError) as exc:
                 # The connection worked: reconnect (and catch up) before calling it an incident.
                 log.info("connection_lost", account_id=self.account.id, error=str(exc))
                 self.stop.wait(1.0)
 
     def _watch(self, mailbox: ImapClientMailbox) -> None:
+        """IDLE and catch up; an access token due for renewal ends the session, even idle."""
         while not self.stop.is_set():
             renew = self._settings.idle_renew_seconds
             if mailbox.renew_by is not None:
-                renew = min(renew, max(mailbox.renew_by - time.monotonic(), 0.0))
+                left = mailbox.renew_by - time.monotonic()
+                if left <= 0:
+                    raise AccessTokenDueError(
+                        f"the access token of account {self.account.id} is due"
+                    )
+                renew = min(renew, left)
             wait_for_mail(mailbox, self.stop, renew_after=renew)
             if not self.stop.is_set():
                 self._imap_pass(mailbox)
@@ -221,6 +231,8 @@ class AccountRunner:
 
     def _done(self, result: SyncResult) -> None:
         self._health.succeeded(now=self._clock())
+        if self._consent_due:
+            self._check_consent()
         record_fetch(self.account.id, fetched=result.fetched)
         if result.fetched or result.duplicates:
             log.info(
@@ -230,3 +242,16 @@ class AccountRunner:
                 duplicates=result.duplicates,
                 deletes_pending=result.pending_deletes,
             )
+
+    def _check_consent(self) -> None:
+        """After a session's first good pass (each token renewal starts a session): warn ahead
+        of the consent's end. A failed publish or read is tried again after the next pass."""
+        a = self.account
+        window = timedelta(days=self._settings.oauth_consent_warning_days)
+        try:
+            ends = MongoOAuthTokens(self._store, a.tenant_id).consent_ends(a.id)
+            self._health.consent_ends(ends, now=self._clock(), window=window)
+        except TransientError as exc:
+            log.warning("consent_warning_not_sent", account_id=a.id, error=str(exc))
+            return
+        self._consent_due = False

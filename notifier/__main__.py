@@ -11,10 +11,22 @@ import threading
 from datetime import UTC, datetime
 
 from notifier.adapters import MongoNotificationInbox, MongoWebhookDirectory
-from notifier.handlers import handle_account_failed, handle_mail_routed, handle_mail_skipped
+from notifier.handlers import (
+    handle_account_failed,
+    handle_account_warning,
+    handle_mail_routed,
+    handle_mail_skipped,
+)
 from notifier.http import UrllibWebhookSender
 from notifier.webhook import MAX_ATTEMPTS_LIMIT, handle_notification_created
-from shared.contracts import AccountFailed, Event, MailRouted, MailSkipped, NotificationCreated
+from shared.contracts import (
+    AccountFailed,
+    AccountWarning,
+    Event,
+    MailRouted,
+    MailSkipped,
+    NotificationCreated,
+)
 from shared.crypto import SecretBox
 from shared.errors import InvalidEventError
 from shared.logging import configure_logging
@@ -44,6 +56,8 @@ class NotifierHandler:
             return handle_mail_skipped(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, AccountFailed):
             return handle_account_failed(event, inbox=inbox, webhooks=webhooks, now=now)
+        if isinstance(event, AccountWarning):
+            return handle_account_warning(event, inbox=inbox, webhooks=webhooks, now=now)
         raise InvalidEventError(f"the notifier does not take {event.event_type}")
 
     def finish(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from notifier.ports import NotificationInbox, WebhookDirectory
 from shared.contracts import (
     AccountFailed,
+    AccountWarning,
     Event,
     MailRouted,
     MailSkipped,
@@ -169,5 +170,34 @@ def handle_account_failed(
         text=f"The mailbox cannot be read: {event.message}",
         reason=event.reason,
         incident_id=event.incident_id,
+    )
+    return store_all([doc], event, inbox=inbox, webhooks=webhooks, now=now)
+
+
+def _warning_text(event: AccountWarning) -> str:
+    if event.reason == "oauth_consent_expiring" and event.expires_at is not None:
+        ends = event.expires_at.astimezone(UTC)
+        return (
+            f"The mailbox's sign-in expires on {ends:%Y-%m-%d %H:%M} UTC: "
+            f"run `mailintake accounts authorize {event.account_id}`"
+        )
+    return f"The mailbox needs attention: {event.message}"
+
+
+def handle_account_warning(
+    event: AccountWarning, *, inbox: NotificationInbox, webhooks: WebhookDirectory, now: datetime
+) -> list[Event]:
+    """The account's owner is told once per warning that the mailbox will stop working (its
+    OAuth2 sign-in ends), with what to do about it."""
+    doc = notification(
+        "account_warning",
+        event.warning_id,
+        event.owner_id,
+        event,
+        now=now,
+        text=_warning_text(event),
+        reason=event.reason,
+        warning_id=event.warning_id,
+        expires_at=event.expires_at,
     )
     return store_all([doc], event, inbox=inbox, webhooks=webhooks, now=now)

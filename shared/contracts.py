@@ -177,6 +177,24 @@ class AccountFailed(Event):
     message: str
 
 
+class AccountWarning(Event):
+    """A mailbox works but will stop: e.g. its OAuth2 consent ends at `expires_at`."""
+
+    event_type: ClassVar[str] = "account.warning"
+    routing_key: ClassVar[str] = "account.warning"
+    owner_id: str
+    warning_id: str
+    reason: str
+    message: str
+    expires_at: datetime | None = None
+
+    @classmethod
+    def for_warning(cls, warning_id: str, **fields: Any) -> Self:
+        """The event of a warning; its id follows from the warning's, so a replay repeats it."""
+        event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{warning_id}/{cls.event_type}"))
+        return cls(event_id=event_id, warning_id=warning_id, **fields)
+
+
 class NotificationCreated(Event):
     """A notification was stored; the tenant's webhook (if any) is to be told."""
 
@@ -195,6 +213,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MailRouted,
         MailSkipped,
         AccountFailed,
+        AccountWarning,
         NotificationCreated,
     )
 }

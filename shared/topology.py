@@ -7,7 +7,7 @@ from dataclasses import dataclass
 STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
     "binder": ("mail.fetched.*",),
     "assigner": ("mail.bound",),
-    "notifier": ("mail.routed", "mail.skipped", "account.failed"),
+    "notifier": ("mail.routed", "mail.skipped", "account.failed", "account.warning"),
     "webhook": ("notification.created",),
 }
 
