@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "console"
     log_level: str = "INFO"
     namespace: str = Field(default="mailintake", pattern=r"^[a-z][a-z0-9_.-]{0,40}$")
-    prefetch: int = Field(default=100, ge=1, le=10_000)
+    prefetch: int = Field(default=300, ge=1, le=10_000)
     delivery_limit: int = Field(default=5, ge=1, le=100)
     max_retries: int = Field(default=8, ge=0, le=50)
     retry_base_seconds: float = Field(default=1.0, gt=0)
