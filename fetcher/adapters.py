@@ -13,10 +13,11 @@ from shared.accounts import Account
 from shared.contracts import Event
 from shared.messaging import Broker
 from shared.oauth.tokens import StoredTokens
-from shared.store import Doc, Store, store_errors
+from shared.store import Doc, Store, find_own, store_errors
 from shared.wire import encode_event
 
 TAKEN_COLLECTION = "fetched_mail"
+PROBE_LIMIT = 20  # up to this many fingerprints are looked up one by one
 
 
 def _folder_key(folder: str) -> str:
@@ -136,10 +137,17 @@ class MongoTakenMail:
         self._tenant_id = tenant_id
 
     def known(self, account_id: str, fingerprints: Sequence[str]) -> set[str]:
+        """The fingerprints already taken: one query for a large batch, else one per print.
+
+        On FerretDB only a filter that is exactly `{_id: value}` uses the index, so a small
+        batch (the usual one once the first load is over) asks by `_id` instead of scanning.
+        """
         if not fingerprints:
             return set()
-        query = {"tenant_id": self._tenant_id, "_id": {"$in": list(fingerprints)}}
         with store_errors("read fingerprints"):
+            if len(fingerprints) <= PROBE_LIMIT:
+                return {fp for fp in fingerprints if find_own(self._taken, self._tenant_id, fp)}
+            query = {"tenant_id": self._tenant_id, "_id": {"$in": list(fingerprints)}}
             return {str(d["_id"]) for d in self._taken.find(query, {"_id": 1})}
 
     def remember(self, account_id: str, entries: Sequence[tuple[str, str]]) -> None:

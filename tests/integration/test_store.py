@@ -6,6 +6,7 @@ import pytest
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from fetcher.adapters import PROBE_LIMIT, MongoTakenMail
 from shared.blobs import GridFsBlobStore
 from shared.store import INDEXES, Store, insert_or_ignore
 
@@ -70,3 +71,16 @@ def test_large_blobs_go_to_gridfs_in_chunks(store: Store) -> None:
     assert blobs.get("raw/big") == big
     assert store["blobs"].find_one({"_id": "raw/big"}) is None
     assert store.db["rawmail.files"].find_one({"_id": "raw/big"}) is not None
+
+
+@pytest.mark.parametrize("batch", [3, PROBE_LIMIT + 5], ids=["probed-by-id", "one-query"])
+def test_taken_fingerprints_are_found_alike_in_small_and_large_batches(
+    store: Store, batch: int
+) -> None:
+    mine, theirs = MongoTakenMail(store, "t1"), MongoTakenMail(store, "t2")
+    mine.remember("a1", [("fp-1", "e1"), ("fp-2", "e2")])
+    theirs.remember("b1", [("fp-3", "e3")])
+    asked = ["fp-1", "fp-2", "fp-3"] + [f"fp-new-{i}" for i in range(batch - 3)]
+    assert mine.known("a1", asked) == {"fp-1", "fp-2"}
+    assert theirs.known("b1", asked) == {"fp-3"}
+    assert mine.known("a1", []) == set()
