@@ -166,7 +166,7 @@ def world(
     settings: Settings, mail: MailServer, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[World]:
     """The tenant of one scenario, mailboxes filled (not yet fetched), stages not yet started."""
-    count = int(os.environ.get("MAILINTAKE_FAULT_MAILS", "240"))
+    count = int(os.environ.get("MAILINTAKE_FAULT_MAILS", "2000"))
     stream, cfg = mixed_stream(count), fault_settings(settings)
     store = Store(cfg.mongo_url.get_secret_value(), cfg.mongo_database)
     store.ensure_indexes()
@@ -183,7 +183,9 @@ def world(
         t.start()
     for t in fillers:
         t.join()
-    env = settings_env(cfg) | {"MAILINTAKE_LEASE_SECONDS": "3", "MAILINTAKE_FETCH_BATCH": "1"}
+    # Small fetch batches keep the first load going long enough for a fault to hit it.
+    batch = str(max(1, count // 200))
+    env = settings_env(cfg) | {"MAILINTAKE_LEASE_SECONDS": "3", "MAILINTAKE_FETCH_BATCH": batch}
     stages = StageProcesses(env, tmp_path)
     w = World(stream, store, broker, mailboxes, _accounts(store, cfg, mailboxes), stages, cfg)
     yield w

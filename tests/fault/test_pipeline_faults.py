@@ -1,9 +1,8 @@
 """Faults with a mixed stream in flight: afterwards nothing is lost and nothing is done twice.
 
-Each scenario plays MAILINTAKE_FAULT_MAILS mails (default 240, not the issue's ~2,000: eight
-scenarios of 2,000 do not fit the suite's few-minute budget on a 2-core machine) from three
-Dovecot accounts through the four stages as real processes, injects one fault while they are
-in flight, lets the pipeline recover and checks every invariant (tests/fault/invariants.py).
+Each scenario plays MAILINTAKE_FAULT_MAILS mails (default 2,000) from three Dovecot accounts
+through the four stages as real processes, injects one fault while they are in flight, lets
+the pipeline recover and checks every invariant (tests/fault/invariants.py).
 """
 
 from __future__ import annotations
