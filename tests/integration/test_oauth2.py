@@ -175,13 +175,13 @@ def test_a_long_first_load_renews_its_token_and_keeps_its_position(
     oauth: OAuthServer,
     debug_logs: io.StringIO,
 ) -> None:
-    oauth.state.access_lifetime = 0.5  # renewed after 0.4 s: many times during the load
+    oauth.state.access_lifetime = 0.25  # renewed after 0.2 s: several times during the load
     oauth.state.rotate = True
     append_many(mailbox, 300)
     account = add_oauth_account(store, settings, mailbox, oauth)
     stop = threading.Event()
     fetcher = FetcherSettings.model_validate(
-        {**settings.model_dump(), "fetch_batch": 10, "lease_seconds": 3.0}
+        {**settings.model_dump(), "fetch_batch": 5, "lease_seconds": 3.0}
     )
     sup = Supervisor(fetcher, store, stop, clock=now)
     thread = threading.Thread(target=sup.run, daemon=True)
@@ -203,7 +203,8 @@ def test_a_long_first_load_renews_its_token_and_keeps_its_position(
     assert doc["sync"]["INBOX"]["last_uid"] == 300
     assert doc["state"]["status"] == "ok"
     renewals = oauth.state.grants.count("refresh_token")
-    assert renewals >= 3, renewals  # the load went on over several sessions
+    # The first login's grant, then at least one renewal in the middle of the load.
+    assert renewals >= 2, renewals
     assert oauth.state.refused == []  # each rotated refresh token was used once, in turn
     [newest] = oauth.state.active_refresh_tokens(mailbox.user)
     assert box_of(settings).decrypt(doc["oauth_refresh_token_enc"]) == newest
