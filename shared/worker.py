@@ -89,7 +89,7 @@ class StageWorker:
         self.consuming = threading.Event()
         self._started = time.monotonic()
 
-    def handle(self, message: Incoming) -> list[Outgoing]:
+    def handle(self, message: Incoming) -> tuple[list[Outgoing], Event]:
         """Decode, run the handler with the ids bound to the log context, encode the outputs."""
         self._started = time.monotonic()
         event, payload = decode_event(message)
@@ -102,9 +102,7 @@ class StageWorker:
         ):
             outputs = self._handler(event, payload)
             log.debug("event_handled", event_type=event.event_type, outputs=len(outputs))
-        encoded = [encode_event(e) for e in outputs]
-        self._report("ok", event)
-        return encoded
+        return [encode_event(e) for e in outputs], event
 
     def handle_batch(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         """Every message's outputs, or where it goes instead when its handling failed.
@@ -114,18 +112,23 @@ class StageWorker:
         of passing its outputs on.
         """
         self.prepare(messages)
-        results: list[tuple[Incoming, list[Outgoing], bool]] = []
+        results: list[tuple[Incoming, list[Outgoing], Event | None, float]] = []
         for message in messages:
             try:
-                results.append((message, self.handle(message), True))
+                outputs, event = self.handle(message)
+                results.append((message, outputs, event, time.monotonic() - self._started))
             except Exception as exc:  # settled: retried or dead-lettered
-                results.append((message, self.settle(message, exc), False))
-        if self._finish is not None and any(ok for _, _, ok in results):
+                results.append((message, self.settle(message, exc), None, 0.0))
+        if self._finish is not None and any(r[2] is not None for r in results):
             try:
                 self._finish()
             except Exception as exc:  # the whole batch is settled
-                results = [(m, self.settle(m, exc) if ok else out, ok) for m, out, ok in results]
-        return [output for _, outputs, _ in results for output in outputs]
+                results = [(m, self.settle(m, exc) if e else out, None, 0.0)
+                           for m, out, e, _ in results]  # fmt: skip
+        for _, _, done, seconds in results:
+            if done is not None:  # only now: a failed `finish` makes it a retry
+                self._report("ok", done, seconds)
+        return [output for _, outputs, _, _ in results for output in outputs]
 
     def prepare(self, messages: Sequence[Incoming]) -> None:
         """Show the batch's events to the stage's preparer (bulk reads); never fails the batch.
@@ -145,10 +148,11 @@ class StageWorker:
         except Exception as exc:
             log.warning("batch_prepare_failed", error_class=type(exc).__name__, error=str(exc))
 
-    def _report(self, outcome: str, event: Event | None) -> None:
+    def _report(self, outcome: str, event: Event | None, seconds: float | None = None) -> None:
         """Tell the `on_outcome` hook (metrics): ok, retried or dead_lettered, and the time."""
         if self._on_outcome is not None:
-            self._on_outcome(outcome, event, time.monotonic() - self._started)
+            took = time.monotonic() - self._started if seconds is None else seconds
+            self._on_outcome(outcome, event, took)
 
     def settle(self, message: Incoming, exc: BaseException) -> list[Outgoing]:
         outputs = settle_failure(message, exc, self._policy)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from shared.errors import PermanentError, TransientError
+from shared.contracts import AccountFailed, Event
+from shared.errors import PermanentError, StoreUnavailableError, TransientError
+from shared.messaging import Broker
 from shared.topology import Topology
-from shared.wire import H_ATTEMPT, H_ERROR, H_ERROR_CLASS, H_QUEUE, Incoming
-from shared.worker import RetryPolicy, settle_failure
+from shared.wire import H_ATTEMPT, H_ERROR, H_ERROR_CLASS, H_QUEUE, Incoming, encode_event
+from shared.worker import RetryPolicy, StageWorker, settle_failure
 
 POLICY = RetryPolicy(max_retries=3, base_seconds=1.0, max_seconds=5.0)
 
@@ -72,3 +76,55 @@ def test_topology_names_and_resolution() -> None:
     assert t.resolve("mi.notifier.in.retry") == "mi.notifier.in.retry"
     with pytest.raises(ValueError, match="unknown"):
         t.resolve("bogus.in")
+
+
+class BatchHandler:
+    """A stage handler with a bulk write that fails when told to."""
+
+    def __init__(self, fail_finish: bool) -> None:
+        self.fail_finish = fail_finish
+        self.finished = 0
+
+    def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
+        return []
+
+    def finish(self) -> None:
+        self.finished += 1
+        if self.fail_finish:
+            raise StoreUnavailableError("the store went away")
+
+
+def delivered(n: int) -> Incoming:
+    event = AccountFailed(
+        event_id=f"ev{n}", tenant_id="t1", account_id="a1", occurred_at=datetime.now(UTC),
+        owner_id="u1", incident_id=f"i{n}", reason="login_rejected", message="no",
+    )  # fmt: skip
+    out = encode_event(event)
+    return Incoming(
+        queue="mi.notifier.in",
+        routing_key=out.routing_key,
+        exchange=out.exchange,
+        body=out.body,
+        content_type=out.content_type,
+        message_id=out.message_id,
+        correlation_id=out.correlation_id,
+        type=out.type,
+        headers=dict(out.headers or {}),
+    )
+
+
+@pytest.mark.parametrize("fail_finish", [False, True], ids=["stored", "bulk-write-failed"])
+def test_a_batch_counts_as_handled_only_once_its_bulk_write_is_stored(fail_finish: bool) -> None:
+    outcomes: list[str] = []
+    handler = BatchHandler(fail_finish)
+    broker = Broker("amqp://127.0.0.1:1/", Topology("mi"))  # never connected here
+    worker = StageWorker(
+        "notifier", broker, handler, policy=POLICY, on_outcome=lambda o, *_: outcomes.append(o)
+    )
+    outputs = worker.handle_batch([delivered(1), delivered(2)])
+    assert handler.finished == 1
+    if fail_finish:
+        assert outcomes == ["retried", "retried"]
+        assert [o.routing_key for o in outputs] == ["mi.notifier.in.retry"] * 2
+    else:
+        assert outcomes == ["ok", "ok"] and outputs == []
