@@ -22,7 +22,6 @@ from bench.common import (
     RESULTS,
     Run,
     cached_mailbox,
-    collection_size,
     kind_of,
     mixed_mail,
     notifications_for,
@@ -35,7 +34,7 @@ from bench.common import (
 )
 from bench.peers import ensure_tools, getmail6, imaplib_fetch, mbsync
 from bench.profiling import Profile, summary
-from tests.services import MailServer, load_local_env, mail_server
+from tests.services import MailServer, collection_size, load_local_env, mail_server
 
 TARGETS = {"getmail6": 4.0, "mbsync": 0.5}
 RSS_LIMIT_MB = 200

@@ -30,7 +30,7 @@ from bench.common import (
 )
 from shared.contracts import AccountOptions, MailFetched
 from shared.wire import encode_event
-from tests.services import MailServer, load_local_env, mail_server
+from tests.services import MailServer, collection_size, load_local_env, mail_server
 
 OPTIONS = AccountOptions(
     owner_id="u-owner", create_customer=True, manager_group_id="g-new", notify_manager=True,
@@ -78,8 +78,7 @@ def binder(replicas: int, count: int) -> dict[str, Any]:
         procs = run.replicas("binder", replicas)
         emails = run.store.emails
         try:
-            wait_for(lambda: emails.count_documents({"tenant_id": run.tenant}) >= count, 1800,
-                     "emails")  # fmt: skip
+            wait_for(lambda: collection_size(emails) >= count, 1800, "emails")
         finally:
             terminate(procs)
         first = emails.find_one({"tenant_id": run.tenant}, sort=[("created_at", 1)])

@@ -297,11 +297,6 @@ def terminate(procs: Iterable[subprocess.Popen[bytes]]) -> None:
         proc.wait(timeout=120)
 
 
-def collection_size(collection: Any) -> int:
-    """Documents in `collection` (collStats: no document is read)."""
-    return int(collection.database.command("collStats", collection.name).get("count", 0))
-
-
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

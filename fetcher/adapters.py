@@ -6,14 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo.errors import BulkWriteError
-
 from fetcher.ports import Position
 from shared.accounts import Account
 from shared.contracts import Event
 from shared.messaging import Broker
 from shared.oauth.tokens import StoredTokens
-from shared.store import Doc, Store, find_own, store_errors
+from shared.store import Doc, Store, find_own, insert_many_or_ignore, store_errors
 from shared.wire import encode_event
 
 TAKEN_COLLECTION = "fetched_mail"
@@ -158,11 +156,7 @@ class MongoTakenMail:
         if not docs:
             return
         with store_errors("save fingerprints"):
-            try:
-                self._taken.insert_many(docs, ordered=False)
-            except BulkWriteError as exc:  # already there after a crash and replay: fine
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+            insert_many_or_ignore(self._taken, docs)  # already there after a crash: fine
 
 
 class BrokerEventPublisher:

@@ -89,10 +89,8 @@ class StageWorker:
         self.consuming = threading.Event()
         self._started = time.monotonic()
 
-    def handle(self, message: Incoming) -> tuple[list[Outgoing], Event]:
-        """Decode, run the handler with the ids bound to the log context, encode the outputs."""
-        self._started = time.monotonic()
-        event, payload = decode_event(message)
+    def handle(self, event: Event, payload: bytes | None) -> list[Outgoing]:
+        """Run the handler with the ids bound to the log context; its outputs, encoded."""
         with structlog.contextvars.bound_contextvars(
             tenant_id=event.tenant_id,
             account_id=event.account_id,
@@ -102,21 +100,27 @@ class StageWorker:
         ):
             outputs = self._handler(event, payload)
             log.debug("event_handled", event_type=event.event_type, outputs=len(outputs))
-        return [encode_event(e) for e in outputs], event
+        return [encode_event(e) for e in outputs]
 
     def handle_batch(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         """Every message's outputs, or where it goes instead when its handling failed.
 
+        Each message is decoded once; the decoded batch is shown to `prepare`, then handled.
         The handler's `finish` runs after the last message: the batch's effects are stored
         only then, so if it fails, every message handled so far is settled (retried) instead
         of passing its outputs on.
         """
-        self.prepare(messages)
+        decoded = [_decoded(message) for message in messages]
+        self.prepare([d for d in decoded if not isinstance(d, Exception)])
         results: list[tuple[Incoming, list[Outgoing], Event | None, float]] = []
-        for message in messages:
+        for message, event_payload in zip(messages, decoded, strict=True):
+            self._started = time.monotonic()
             try:
-                outputs, event = self.handle(message)
-                results.append((message, outputs, event, time.monotonic() - self._started))
+                if isinstance(event_payload, Exception):
+                    raise event_payload
+                outputs = self.handle(*event_payload)
+                took = time.monotonic() - self._started
+                results.append((message, outputs, event_payload[0], took))
             except Exception as exc:  # settled: retried or dead-lettered
                 results.append((message, self.settle(message, exc), None, 0.0))
         if self._finish is not None and any(r[2] is not None for r in results):
@@ -130,21 +134,15 @@ class StageWorker:
                 self._report("ok", done, seconds)
         return [output for _, outputs, _, _ in results for output in outputs]
 
-    def prepare(self, messages: Sequence[Incoming]) -> None:
+    def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
         """Show the batch's events to the stage's preparer (bulk reads); never fails the batch.
 
         Whatever the preparer did not manage, each handler call reads for itself.
         """
         if self._prepare is None:
             return
-        events = []
-        for message in messages:
-            try:
-                events.append(decode_event(message))
-            except Exception:
-                continue
         try:
-            self._prepare(events)
+            self._prepare(batch)
         except Exception as exc:
             log.warning("batch_prepare_failed", error_class=type(exc).__name__, error=str(exc))
 
@@ -201,3 +199,11 @@ def install_stop_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+
+
+def _decoded(message: Incoming) -> tuple[Event, bytes | None] | Exception:
+    """The message's event and payload, or why it cannot be decoded (settled when handled)."""
+    try:
+        return decode_event(message)
+    except Exception as exc:
+        return exc

@@ -8,12 +8,14 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 if TYPE_CHECKING:
+    from pymongo.collection import Collection
+
     from shared.settings import Settings
 
 LOCAL_DIR = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
@@ -189,3 +191,11 @@ def sweep_stale_test_state(management_url: str | None, mongo_url: str | None) ->
             pass
         finally:
             client.close()
+
+
+def collection_size(collection: Collection[Any]) -> int:
+    """Documents in `collection`, from collStats: no document is read.
+
+    For progress polled often: on FerretDB a filtered count reads the whole collection.
+    """
+    return int(collection.database.command("collStats", collection.name).get("count", 0))
