@@ -69,8 +69,13 @@ class MongoPositionStore(_AccountDoc):
         self._set(account_id, "save progress", {"progress": progress})
         return base
 
-    def progress(self, account_id: str, *, done: int, now: datetime) -> None:
-        self._set(account_id, "save progress", {"progress.done": done, "progress.updated_at": now})
+    def advance(
+        self, account_id: str, folder: str, position: Position, *, done: int, now: datetime
+    ) -> None:
+        """One update: a crash cannot leave the position ahead of the progress it counted."""
+        entry = {"uidvalidity": position.uidvalidity, "last_uid": position.last_uid}
+        fields = {f"sync.{_folder_key(folder)}": entry, "progress.done": done}
+        self._set(account_id, "save position", {**fields, "progress.updated_at": now})
 
     def deletes_pending(self, account_id: str, pending: bool) -> None:
         self._set(account_id, "save deletes pending", {"deletes_pending": pending})

@@ -147,11 +147,11 @@ class ImapSync:
             messages = list(mailbox.fetch(batch, max_bytes=a.max_message_bytes))
             published = self._publish(uidvalidity, messages)
             pending = self._settle(mailbox, messages) or pending
-            self._positions.save(a.id, a.folder, Position(uidvalidity, max(batch)))
+            done += len(batch)
+            position = Position(uidvalidity, max(batch))
+            self._positions.advance(a.id, a.folder, position, done=done, now=self._clock())
             fetched += published
             duplicates += len(messages) - published
-            done += len(batch)
-            self._positions.progress(a.id, done=done, now=self._clock())
         if a.delete_after_import:
             self._positions.deletes_pending(a.id, pending)
         return SyncResult(fetched, duplicates, pending)

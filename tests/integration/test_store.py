@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from fetcher.adapters import PROBE_LIMIT, MongoTakenMail
+from fetcher.adapters import PROBE_LIMIT, MongoPositionStore, MongoTakenMail
+from fetcher.ports import Position
 from shared.blobs import GridFsBlobStore
 from shared.store import INDEXES, Store, insert_or_ignore
 
@@ -84,3 +87,15 @@ def test_taken_fingerprints_are_found_alike_in_small_and_large_batches(
     assert mine.known("a1", asked) == {"fp-1", "fp-2"}
     assert theirs.known("b1", asked) == {"fp-3"}
     assert mine.known("a1", []) == set()
+
+
+def test_a_resumed_load_counts_on_from_the_position_its_batch_saved(store: Store) -> None:
+    store.accounts.insert_one({"_id": "a1", "tenant_id": "t1"})
+    positions = MongoPositionStore(store, "t1")
+    now = datetime.now(UTC)
+    assert positions.begin_progress("a1", remaining=2000, now=now) == 0
+    positions.advance("a1", "INBOX", Position(7, 400), done=400, now=now)
+    assert positions.get("a1", "INBOX") == Position(7, 400)
+    # After a restart the load goes on with what the saved position leaves.
+    assert positions.begin_progress("a1", remaining=1600, now=now) == 400
+    assert store.accounts.find_one({"_id": "a1"})["progress"]["total"] == 2000  # type: ignore[index]

@@ -106,7 +106,10 @@ class FakePositions:
         self.progress_doc = {"done": base, "total": base + remaining}
         return int(base)
 
-    def progress(self, account_id: str, *, done: int, now: datetime) -> None:
+    def advance(
+        self, account_id: str, folder: str, position: Position, *, done: int, now: datetime
+    ) -> None:
+        self.positions[folder] = position
         self.progress_doc["done"] = done
 
     def deletes_pending(self, account_id: str, pending: bool) -> None:
