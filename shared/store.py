@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -144,6 +144,39 @@ def update_own(collection: Collection[Doc], tenant_id: str, doc_id: Any, update:
         return False
     collection.update_one({"_id": doc_id}, update)
     return True
+
+
+class OwnCache:
+    """A batch's documents of one collection, read by `_id` with one `$in` query.
+
+    `load` reads the ids a batch will ask for (the store uses its `_id` index for an `$in`
+    of ids); `get` answers those from what was read, with the tenant checked as `find_own`
+    does, and reads any other id itself. `put` keeps what the batch wrote to those ids.
+    """
+
+    def __init__(self, collection: Collection[Doc]) -> None:
+        self._collection = collection
+        self._docs: dict[Any, Doc] = {}
+        self._known: set[Any] = set()
+
+    def load(self, ids: Iterable[Any]) -> None:
+        self._docs, self._known = {}, set()
+        wanted = sorted(set(ids))
+        if wanted:
+            found = self._collection.find({"_id": {"$in": wanted}})
+            self._docs = {doc["_id"]: doc for doc in found}
+            self._known = set(wanted)
+
+    def get(self, tenant_id: str, doc_id: Any) -> Doc | None:
+        if doc_id not in self._known:
+            return find_own(self._collection, tenant_id, doc_id)
+        doc = self._docs.get(doc_id)
+        return doc if doc is not None and doc.get("tenant_id") == tenant_id else None
+
+    def put(self, doc: Doc) -> None:
+        """Keep what the batch wrote for an id it read (others are read from the store)."""
+        if doc["_id"] in self._known:
+            self._docs[doc["_id"]] = doc
 
 
 def insert_or_ignore(collection: Collection[Doc], doc: Doc) -> bool:

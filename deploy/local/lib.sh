@@ -702,9 +702,13 @@ ferretdb_start() {
             mkdir -p "$FERRETDB_DATA"
             # The binary writes the pid file once it listens; record the pid now
             # as well so that a failed start can be detected.
+            # MAILINTAKE_FERRETDB_DEBUG_ADDR=127.0.0.1:8088 serves Go's pprof for profiling;
+            # MAILINTAKE_FERRETDB_SYNCHRONOUS=FULL syncs the log at every commit (see main.go).
             # shellcheck disable=SC2094 # the binary appends to the same log
             setsid "$FERRETDB_BIN" -listen-addr "$BIND_ADDR:$MONGO_PORT" -data-dir "$FERRETDB_DATA" \
                 -log-file "$FERRETDB_LOG" -pid-file "$FERRETDB_PID_FILE" \
+                -debug-addr "${MAILINTAKE_FERRETDB_DEBUG_ADDR:-}" \
+                -synchronous "${MAILINTAKE_FERRETDB_SYNCHRONOUS:-NORMAL}" \
                 </dev/null >>"$FERRETDB_LOG" 2>&1 9>&- &
             echo $! >"$FERRETDB_PID_FILE"
         fi

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from fetcher.adapters import PROBE_LIMIT, MongoPositionStore, MongoTakenMail
 from fetcher.ports import Position
 from shared.blobs import GridFsBlobStore
-from shared.store import INDEXES, Store, insert_or_ignore
+from shared.store import INDEXES, OwnCache, Store, insert_or_ignore
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +99,67 @@ def test_a_resumed_load_counts_on_from_the_position_its_batch_saved(store: Store
     # After a restart the load goes on with what the saved position leaves.
     assert positions.begin_progress("a1", remaining=1600, now=now) == 400
     assert store.accounts.find_one({"_id": "a1"})["progress"]["total"] == 2000  # type: ignore[index]
+
+
+def _matches(doc: dict[str, object], field: str, wanted: set[str]) -> bool:
+    """MongoDB's equality on a string: the value itself, or any element of an array."""
+    value = doc.get(field)
+    return any(v in wanted for v in (value if isinstance(value, list) else [value]))
+
+
+def test_filters_on_ids_and_strings_find_exactly_what_they_match(store: Store) -> None:
+    """The queries the stages send find what MongoDB would (the local store reads them
+    through its indexes and pushed-down conditions, then applies the whole filter)."""
+    docs = [
+        {"_id": f"c{i}", "tenant_id": ["t1", "t2"][i % 2] if i % 11 else ["t1", "t3"],
+         "emails": [f"a{i}@x.org"] if i % 3 else [f"a{i}@x.org", f"b{i}@x.org"],
+         "n": i, "note": f"a{i}@x.org" if i % 7 == 0 else i}
+        for i in range(400)
+    ]  # fmt: skip
+    store.customers.insert_many(docs)
+    addresses = {f"a{i}@x.org" for i in range(0, 400, 7)} | {
+        f"b{i}@x.org" for i in range(0, 400, 9)
+    }
+    ids = {f"c{i}" for i in range(0, 400, 13)} | {"missing"}
+    cases = [
+        ({"tenant_id": "t1", "emails": {"$in": sorted(addresses)}},
+         lambda d: _matches(d, "tenant_id", {"t1"}) and _matches(d, "emails", addresses)),
+        ({"emails": "b9@x.org"}, lambda d: _matches(d, "emails", {"b9@x.org"})),
+        ({"note": {"$in": sorted(addresses)}}, lambda d: _matches(d, "note", addresses)),
+        ({"tenant_id": "t2", "_id": {"$in": sorted(ids)}},
+         lambda d: d["_id"] in ids and _matches(d, "tenant_id", {"t2"})),
+        ({"_id": "c13", "n": {"$gt": 100}}, lambda d: False),
+        ({"_id": {"$in": ["c1", 5]}}, lambda d: d["_id"] == "c1"),
+        ({"n": {"$in": [1, "a1@x.org"]}}, lambda d: d["n"] == 1),
+    ]  # fmt: skip
+    for query, expected in cases:
+        found = sorted(d["_id"] for d in store.customers.find(query))
+        assert found == sorted(d["_id"] for d in docs if expected(d)), query
+        assert store.customers.count_documents(query) == len(found), query
+
+
+def test_an_update_command_of_many_statements_completes(store: Store) -> None:
+    """Hundreds of updates in one command, as the assigner writes a batch (more than the
+    local store's 100 connections, which each statement used to hold until the end)."""
+    store.customers.insert_many([{"_id": f"c{i}", "tenant_id": "t"} for i in range(300)])
+    result = store.customers.bulk_write(
+        [UpdateOne({"_id": f"c{i}"}, {"$set": {"manager_id": f"m{i % 3}"}}) for i in range(300)],
+        ordered=False,
+    )
+    assert result.modified_count == 300
+    assert store.customers.count_documents({"tenant_id": "t", "manager_id": "m1"}) == 100
+
+
+def test_own_cache_answers_a_batch_from_one_read_and_checks_the_tenant(store: Store) -> None:
+    store.customers.insert_many(
+        [{"_id": "c1", "tenant_id": "t1"}, {"_id": "c2", "tenant_id": "t2"}]
+    )
+    cache = OwnCache(store.customers)
+    cache.load(["c1", "c2", "c3"])
+    store.customers.delete_many({})  # from here on only what was read answers
+    assert cache.get("t1", "c1") == {"_id": "c1", "tenant_id": "t1"}
+    assert cache.get("t1", "c2") is None and cache.get("t1", "c3") is None
+    cache.put({"_id": "c3", "tenant_id": "t1", "x": 1})
+    cache.put({"_id": "c4", "tenant_id": "t1"})  # not read in this batch: not kept
+    assert cache.get("t1", "c3") == {"_id": "c3", "tenant_id": "t1", "x": 1}
+    assert cache.get("t1", "c4") is None  # read from the store, where it is not

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof" // served on -debug-addr only
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -23,15 +25,34 @@ func main() {
 	logFile := flag.String("log-file", "", "log file (default: stderr)")
 	pidFile := flag.String("pid-file", "", "write the process id to this file")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	debugAddr := flag.String("debug-addr", "", "serve Go's /debug/pprof on this address (off when empty)")
+	synchronous := flag.String("synchronous", "NORMAL",
+		"SQLite's synchronous setting: FULL syncs the log to disk at every commit; NORMAL "+
+			"(like MongoDB's default write concern) leaves that to the OS, so an acknowledged "+
+			"write survives a crash of any process but may be lost on a power cut")
 	flag.Parse()
 
-	if err := run(*listen, *dataDir, *logFile, *pidFile, *logLevel); err != nil {
+	switch *synchronous {
+	case "FULL", "NORMAL":
+	default:
+		fmt.Fprintf(os.Stderr, "ferretdb-local: -synchronous must be FULL or NORMAL, not %q\n", *synchronous)
+		os.Exit(2)
+	}
+
+	if *debugAddr != "" {
+		go func() {
+			err := http.ListenAndServe(*debugAddr, nil)
+			fmt.Fprintln(os.Stderr, "ferretdb-local: debug listener:", err)
+		}()
+	}
+
+	if err := run(*listen, *dataDir, *logFile, *pidFile, *logLevel, *synchronous); err != nil {
 		fmt.Fprintln(os.Stderr, "ferretdb-local:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, dataDir, logFile, pidFile, logLevel string) error {
+func run(listen, dataDir, logFile, pidFile, logLevel, synchronous string) error {
 	var out io.Writer = os.Stderr
 	if logFile != "" {
 		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -61,7 +82,7 @@ func run(listen, dataDir, logFile, pidFile, logLevel string) error {
 		Listener:  ferretdb.ListenerConfig{TCP: listen},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/",
+		SQLiteURL: "file:" + dir + "/?_pragma=synchronous(" + synchronous + ")",
 	})
 	if err != nil {
 		return err
