@@ -12,15 +12,21 @@ from shared.contracts import Event, MailBound
 from shared.errors import InvalidEventError
 from shared.runtime import run_stage
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import OwnCache, Store
 
 
 class AssignerHandler:
-    """The assigner's handler; each batch reads the manager groups afresh."""
+    """The assigner's handler; each batch reads the manager groups afresh.
+
+    A batch's customers and claims are read with one query each before it, and the managers
+    and outcomes it settled are written in bulk after it; each new customer's slot and claim
+    are inserted as it is handled, since they decide who gets it.
+    """
 
     def __init__(self, store: Store) -> None:
-        self.rotation = MongoManagerRotation(store)
-        self.records = MongoAssignmentRecords(store)
+        customers = OwnCache(store.customers)
+        self.rotation = MongoManagerRotation(store, deferred=True, customers=customers)
+        self.records = MongoAssignmentRecords(store, deferred=True, customers=customers)
 
     def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
         if not isinstance(event, MailBound) or event.event_type != MailBound.event_type:
@@ -29,8 +35,14 @@ class AssignerHandler:
             event, rotation=self.rotation, records=self.records, now=datetime.now(UTC)
         )
 
-    def prepare(self, _batch: Sequence[tuple[Event, bytes | None]]) -> None:
-        self.rotation.begin_batch()
+    def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
+        self.rotation.begin_batch(
+            (e.tenant_id, e.customer_id) for e, _ in batch if isinstance(e, MailBound)
+        )
+
+    def finish(self) -> None:
+        self.rotation.flush()
+        self.records.flush()
 
 
 def build_handler(_settings: Settings, store: Store) -> AssignerHandler:

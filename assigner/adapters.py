@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+
+from pymongo import UpdateOne
 
 from assigner.ports import Assignment
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.logging import get_logger
-from shared.store import Doc, Store, find_own, insert_or_ignore, store_errors, update_own
+from shared.store import Doc, OwnCache, Store, find_own, insert_or_ignore, store_errors
 
 log = get_logger("mailintake.assigner")
 
@@ -54,27 +57,56 @@ class MongoManagerRotation:
 
     Between `begin_batch` calls a group's managers are read once; the position in the
     rotation a replica last saw is kept in memory (slots never change, so it stays true).
+    `begin_batch` also reads the batch's customers and claims with one query each.
+
+    `deferred`: the manager written on a customer and the snapshot are kept until `flush`
+    (the worker calls it before any of the batch's events is published). The slot and the
+    claim, which decide, are always written at once.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, *, deferred: bool = False, customers: OwnCache | None = None
+    ) -> None:
         self._store = store
         self._slots = store[SLOTS]
         self._claims = store[CLAIMS]
+        self._customers = customers or OwnCache(store.customers)
+        self._claimed = OwnCache(self._claims)
         self._groups: dict[tuple[str, str], list[Doc] | None] | None = None
         self._seen: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
+        self._deferred = deferred
+        self._settled: dict[str, Doc] = {}  # customer _id -> the fields to write
+        self._snapshots: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
 
-    def begin_batch(self) -> None:
-        """Read groups afresh from now on, and keep them until the next batch."""
+    def begin_batch(self, customers: Iterable[tuple[str, str]] = ()) -> None:
+        """Read groups afresh from now on; read the batch's (tenant, customer) pairs."""
         self._groups = {}
+        wanted = list(customers)
+        with store_errors("read the batch's customers"):
+            self._customers.load(c for _, c in wanted)
+            self._claimed.load(claim_id(t, c) for t, c in wanted)
+
+    def flush(self) -> None:
+        """Write the managers settled on customers and the snapshots the batch moved."""
+        settled, self._settled = self._settled, {}
+        snapshots, self._snapshots = self._snapshots, {}
+        with store_errors("record assignments"):
+            if settled:
+                self._store.customers.bulk_write(
+                    [UpdateOne({"_id": c}, {"$set": f}) for c, f in settled.items()],
+                    ordered=False,
+                )
+            for (tenant_id, group_id), (seq, last) in snapshots.items():
+                self._write_snapshot(tenant_id, group_id, seq, last)
 
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
     ) -> Assignment:
         with store_errors("assign manager"):
-            customer = find_own(self._store.customers, tenant_id, customer_id)
+            customer = self._customers.get(tenant_id, customer_id)
             if customer is None:
                 return Assignment(None, f"customer {customer_id} not found", assigned_now=False)
-            claim = find_own(self._claims, tenant_id, claim_id(tenant_id, customer_id))
+            claim = self._claimed.get(tenant_id, claim_id(tenant_id, customer_id))
             if claim is None and customer.get("manager_id") is not None:
                 # The CRM gave it a manager, or it was assigned before claims existed.
                 mine = customer.get("assigned_for_email") == email_id
@@ -116,13 +148,13 @@ class MongoManagerRotation:
         managers: list[Doc],
         now: datetime,
     ) -> Doc:
-        """The customer's claim: slot seq n+1 taken by a unique insert, then the customer."""
+        """The customer's claim: slot seq n+1 taken by a unique insert, then the customer.
+
+        When slot n+1 is taken (by another replica, or by a run of ours that died before
+        its claim), the slots from n+1 on are read and the next free one is tried.
+        """
         seq, last = self._position(tenant_id, group_id)
         for attempt in range(MAX_CAS_ATTEMPTS):
-            while slot := find_own(self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)):
-                if slot["customer_id"] == customer_id:  # ours, from a run that crashed
-                    return self._claim_customer(tenant_id, slot)
-                last[str(slot["manager_id"])] = seq = int(slot["seq"])
             manager_id = pick_manager(managers, last)
             assert manager_id is not None  # managers is not empty
             slot = {
@@ -141,7 +173,10 @@ class MongoManagerRotation:
                 claim = self._claim_customer(tenant_id, slot)
                 self._save_snapshot(tenant_id, group_id, seq + 1, last)
                 return claim
-            # Another replica took slot seq+1: read it (and any after it) and try again.
+            while taken := find_own(self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)):
+                if taken["customer_id"] == customer_id:  # ours, from a run that crashed
+                    return self._claim_customer(tenant_id, taken)
+                last[str(taken["manager_id"])] = seq = int(taken["seq"])
             time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
         raise TransientError(f"rotation of group {group_id} stayed contended")
 
@@ -156,6 +191,7 @@ class MongoManagerRotation:
             "email_id": slot["email_id"],
         }
         if insert_or_ignore(self._claims, claim):
+            self._claimed.put(claim)
             return claim
         won = find_own(self._claims, tenant_id, claim["_id"])
         if won is None:
@@ -184,13 +220,22 @@ class MongoManagerRotation:
         return int(found["seq"]), {str(e["manager_id"]): int(e["seq"]) for e in found["last"]}
 
     def _save_snapshot(self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]) -> None:
-        """Move the snapshot to `seq`; a lost race leaves an older one, which is only slower.
+        if self._deferred:
+            self._snapshots[(tenant_id, group_id)] = (seq, dict(last))
+        else:
+            self._write_snapshot(tenant_id, group_id, seq, last)
 
-        Written by `_id` alone: a replica may put back an older snapshot, and readers then
-        read a few more slots after it, which gives them the same history.
+    def _write_snapshot(
+        self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]
+    ) -> None:
+        """Move the snapshot forward to `seq`; a lost race leaves an older one, only slower.
+
+        The `seq` condition is not atomic on every store (FerretDB), so a replica may still
+        put back an older snapshot; readers then read a few more slots after it, which gives
+        them the same history.
         """
         self._store.rotations.update_one(
-            {"_id": deterministic_id("rotation", tenant_id, group_id)},
+            {"_id": deterministic_id("rotation", tenant_id, group_id), "seq": {"$lt": seq}},
             {"$set": {"seq": seq, "last": [{"manager_id": m, "seq": s} for m, s in last.items()]}},
         )
 
@@ -204,8 +249,12 @@ class MongoManagerRotation:
                 "assigned_at": now,
                 "assigned_for_email": claim["email_id"],
             }
-            self._store.customers.update_one({"_id": customer["_id"]}, {"$set": fields})
+            if self._deferred:
+                self._settled[customer["_id"]] = fields
+            else:
+                self._store.customers.update_one({"_id": customer["_id"]}, {"$set": fields})
             customer = {**customer, **fields}
+            self._customers.put(customer)
         actual = str(customer["manager_id"])
         log.info("customer_assigned", manager_id=actual, slot_id=claim["slot_id"])
         return Assignment(actual, assigned_now=customer.get("assigned_for_email") == email_id)
@@ -220,26 +269,46 @@ def claim_id(tenant_id: str, customer_id: str) -> str:
 
 
 class MongoAssignmentRecords:
-    """The outcome on the `emails` document; managers read from `customers`."""
+    """The outcome on the `emails` document; managers read from `customers`.
 
-    def __init__(self, store: Store) -> None:
+    `deferred`: outcomes are kept until `flush`, which writes the batch's with one read of
+    whose e-mails they are and one bulk update.
+    """
+
+    def __init__(
+        self, store: Store, *, deferred: bool = False, customers: OwnCache | None = None
+    ) -> None:
         self._store = store
+        self._customers = customers or OwnCache(store.customers)
+        self._deferred = deferred
+        self._pending: dict[str, tuple[str, Doc]] = {}  # email _id -> (tenant, fields)
 
     def record(
         self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
     ) -> None:
-        with store_errors("record assignment"):
-            update_own(
-                self._store.emails,
-                tenant_id,
-                email_id,
-                {"$set": {"manager_id": manager_id, "unassigned_reason": note}},
-            )
+        self._pending[email_id] = (
+            tenant_id, {"manager_id": manager_id, "unassigned_reason": note}
+        )  # fmt: skip
+        if not self._deferred:
+            self.flush()
         if manager_id is None:
             log.warning("customer_unassigned", reason=note)
 
+    def flush(self) -> None:
+        """Write the kept outcomes on the e-mails of their own tenant (others are ignored)."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        with store_errors("record assignment"):
+            owners = self._store.emails.find({"_id": {"$in": sorted(pending)}}, {"tenant_id": 1})
+            own = [d["_id"] for d in owners if d.get("tenant_id") == pending[d["_id"]][0]]
+            if own:
+                self._store.emails.bulk_write(
+                    [UpdateOne({"_id": e}, {"$set": pending[e][1]}) for e in own], ordered=False
+                )
+
     def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
         with store_errors("find customer"):
-            doc = find_own(self._store.customers, tenant_id, customer_id, {"manager_id": 1})
+            doc = self._customers.get(tenant_id, customer_id)
         value = doc.get("manager_id") if doc else None
         return None if value is None else str(value)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from binder.adapters import MongoCrmDirectory, MongoEmailArchive
-from binder.batch import wanted_lookups
+from binder.batch import Parsed, parse_batch, wanted_lookups
 from binder.handlers import handle_mail_fetched
 from shared.blobs import GridFsBlobStore
 from shared.contracts import Event, MailFetched
@@ -23,6 +23,7 @@ class BinderHandler:
     def __init__(self, store: Store) -> None:
         self.crm = MongoCrmDirectory(store)
         self.archive, self.blobs = MongoEmailArchive(store), GridFsBlobStore(store)
+        self._parsed: dict[str, Parsed] = {}
 
     def __call__(self, event: Event, payload: bytes | None) -> list[Event]:
         if not isinstance(event, MailFetched):
@@ -34,11 +35,20 @@ class BinderHandler:
             archive=self.archive,
             blobs=self.blobs,
             now=datetime.now(UTC),
+            parsed=self._parsed.pop(event.email_id, None),
         )
 
     def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
-        self.archive.discard()
-        self.crm.warm(wanted_lookups(batch))
+        """Read which mails are stored, parse the others once, read their lookups in bulk."""
+        self._parsed = {}
+        self.archive.warm(e.email_id for e, _ in batch if isinstance(e, MailFetched))
+        unbound = [
+            (e, raw)
+            for e, raw in batch
+            if isinstance(e, MailFetched) and self.archive.get(e.tenant_id, e.email_id) is None
+        ]
+        self._parsed = parse_batch(unbound)
+        self.crm.warm(wanted_lookups(unbound, self._parsed))
 
     def finish(self) -> None:
         self.archive.flush()

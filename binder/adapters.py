@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +10,14 @@ from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
-from shared.store import Store, find_own, insert_many_or_ignore, insert_or_ignore, store_errors
+from shared.store import (
+    OwnCache,
+    Store,
+    find_own,
+    insert_many_or_ignore,
+    insert_or_ignore,
+    store_errors,
+)
 
 
 def customer_id_for(tenant_id: str, address: str) -> str:
@@ -129,20 +136,28 @@ class MongoCrmDirectory:
 class MongoEmailArchive:
     """The `emails` collection, written insert-or-ignore by _id.
 
-    A recorded document is kept until `flush`, which writes the batch's documents with one
-    command (the worker calls it before any of the batch's events is published).
+    `warm` reads the batch's stored documents with one query (a redelivered mail finds its
+    own). A recorded document is kept until `flush`, which writes the batch's documents with
+    one command (the worker calls it before any of the batch's events is published).
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._pending: dict[str, dict[str, Any]] = {}
+        self._stored = OwnCache(store.emails)
+
+    def warm(self, email_ids: Iterable[str]) -> None:
+        """Start a batch: read which of its e-mails are recorded already, with one query."""
+        self._pending = {}
+        with store_errors("read the batch's emails"):
+            self._stored.load(email_ids)
 
     def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None:
         pending = self._pending.get(email_id)
         if pending is not None:
             return pending if pending["tenant_id"] == tenant_id else None
         with store_errors("read email"):
-            return find_own(self._store.emails, tenant_id, email_id)
+            return self._stored.get(tenant_id, email_id)
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self._pending.setdefault(doc["_id"], doc)
@@ -157,9 +172,6 @@ class MongoEmailArchive:
                 f"{len(existed)} of {len(docs)} e-mails were recorded meanwhile by another "
                 "binder: the batch is handled again from what is stored"
             )
-
-    def discard(self) -> None:
-        self._pending = {}
 
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
         for kept in self._pending.values():  # an earlier mail of this batch

@@ -1,12 +1,14 @@
-"""What a batch of fetched mail will look up: read in bulk before its mails are bound."""
+"""A batch of fetched mail, parsed once, and what it will look up: read in bulk before binding."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.contracts import Event, MailFetched
-from shared.mail import MailParseError, extract_order_tags, parse_mail
+from shared.mail import MailParseError, ParsedMail, extract_order_tags, parse_mail
+
+Parsed = ParsedMail | MailParseError
 
 
 @dataclass
@@ -17,28 +19,40 @@ class Wanted:
     numbers: set[str] = field(default_factory=set)
 
 
-def wanted_lookups(batch: Sequence[tuple[Event, bytes | None]]) -> dict[str, Wanted]:
-    """Per tenant: the senders and the `[#NUMBER]` tags of the batch's mail, from headers only.
+def parse_batch(batch: Sequence[tuple[Event, bytes | None]]) -> dict[str, Parsed]:
+    """Each mail of the batch that travels inline, parsed once: by e-mail id, or why not.
 
-    Only a guess at what binding will ask: a mail whose full parse reads differently simply
-    asks the store itself. Mail passed by reference (large) is left to its own lookups.
+    Binding a mail uses what was parsed here; a mail passed by reference (large) is read from
+    the blob store and parsed when it is bound.
     """
-    wanted: dict[str, Wanted] = {}
+    parsed: dict[str, Parsed] = {}
     for event, raw in batch:
-        if not isinstance(event, MailFetched) or not raw or event.raw_ref is not None:
+        if not isinstance(event, MailFetched) or event.raw_ref is not None:
             continue
         try:
-            head = parse_mail(header_block(raw), preview_chars=0)
-        except MailParseError:
+            parsed[event.email_id] = parse_mail(raw or b"")
+        except MailParseError as exc:
+            parsed[event.email_id] = exc
+        except Exception:  # parsed again when bound: its failure is settled there
+            continue
+    return parsed
+
+
+def wanted_lookups(
+    batch: Sequence[tuple[Event, bytes | None]], parsed: Mapping[str, Parsed]
+) -> dict[str, Wanted]:
+    """Per tenant: the senders and the `[#NUMBER]` tags of the batch's parsed mail.
+
+    Binding a mail that asks for anything else (a thread, a mail passed by reference) simply
+    asks the store itself.
+    """
+    wanted: dict[str, Wanted] = {}
+    for event, _ in batch:
+        mail = parsed.get(event.email_id) if isinstance(event, MailFetched) else None
+        if not isinstance(mail, ParsedMail):
             continue
         tenant = wanted.setdefault(event.tenant_id, Wanted())
-        if head.from_address:
-            tenant.addresses.add(head.from_address)
-        tenant.numbers.update(extract_order_tags(head.subject))
+        if mail.from_address:
+            tenant.addresses.add(mail.from_address)
+        tenant.numbers.update(extract_order_tags(mail.subject))
     return wanted
-
-
-def header_block(raw: bytes) -> bytes:
-    """The header section of a raw message, with its blank line (all of it when none)."""
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0]
-    return raw[: min(ends)] if ends else raw

@@ -19,15 +19,17 @@ def handle_mail_fetched(
     archive: EmailArchive,
     blobs: BlobStore,
     now: datetime,
+    parsed: ParsedMail | MailParseError | None = None,
 ) -> list[Event]:
     """Bind a fetched mail by the rules (order tag, sender, create customer, skip).
 
     The stored `emails` document is the record: a redelivered mail re-emits the event built
     from it, so the outcome, the document and the event id are the same every time.
+    `parsed`: the raw mail as parsed already (or why it could not be), not parsed again.
     """
     stored = archive.get(event.tenant_id, event.email_id)
     if stored is None:
-        doc = _decide(event, raw, crm=crm, archive=archive, blobs=blobs, now=now)
+        doc = _decide(event, raw, parsed, crm=crm, archive=archive, blobs=blobs, now=now)
         stored = archive.record(doc)
     return [outcome_event(event, stored, now=now)]
 
@@ -35,6 +37,7 @@ def handle_mail_fetched(
 def _decide(
     event: MailFetched,
     raw: bytes | None,
+    parsed: ParsedMail | MailParseError | None,
     *,
     crm: CrmDirectory,
     archive: EmailArchive,
@@ -44,7 +47,9 @@ def _decide(
     # A mail passed by reference travels with an empty body: the blob store has it.
     raw = blobs.get(event.raw_ref) if event.raw_ref is not None else raw or b""
     try:
-        mail = parse_mail(raw)
+        if isinstance(parsed, MailParseError):
+            raise parsed
+        mail = parsed or parse_mail(raw)
     except MailParseError as exc:
         ref = blobs.put(
             f"raw/{event.email_id}", raw, tenant_id=event.tenant_id, content_type="message/rfc822"

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from binder.batch import header_block, wanted_lookups
+from binder.batch import parse_batch, wanted_lookups
 from binder.handlers import handle_mail_fetched
 from shared.contracts import AccountOptions, Event, MailBound, MailFetched, MailSkipped
+from shared.mail import MailParseError
 from tests.conftest import make_mail
 from tests.fakes import FakeBlobStore, FakeCrmDirectory, FakeEmailArchive
 
@@ -196,25 +197,35 @@ def test_mail_stored_in_gridfs_is_read_from_there(crm: FakeCrmDirectory) -> None
     assert isinstance(out, MailBound) and out.matched_by == "sender"
 
 
-def test_wanted_lookups_reads_senders_and_tags_per_tenant_from_the_headers() -> None:
+def test_a_batch_is_parsed_once_and_its_lookups_read_per_tenant() -> None:
     def event(tenant: str, uid: int, raw: bytes) -> tuple[Event, bytes | None]:
         return fetched(uid).model_copy(update={"tenant_id": tenant}), raw
 
     body_only_tag = make_mail("x@example.org", "plain") + b"\r\n[#99] in the body\r\n"
-    wanted = wanted_lookups(
-        [
-            event("t1", 1, make_mail("A@Example.org", "Re: [#12] and [#13]")),
-            event("t1", 2, body_only_tag),
-            event("t2", 3, make_mail("b@example.org", "no tag")),
-            event("t2", 4, b"\x00\x01 not mail at all"),
-        ]
-    )
+    batch = [
+        event("t1", 1, make_mail("A@Example.org", "Re: [#12] and [#13]")),
+        event("t1", 2, body_only_tag),
+        event("t2", 3, make_mail("b@example.org", "no tag")),
+        event("t2", 4, b"\x00\x01 not mail at all"),
+    ]
+    parsed = parse_batch(batch)
+    assert isinstance(parsed["e4"], MailParseError)
+    wanted = wanted_lookups(batch, parsed)
     assert wanted["t1"].addresses == {"a@example.org", "x@example.org"}
     assert wanted["t1"].numbers == {"12", "13"}
     assert (wanted["t2"].addresses, wanted["t2"].numbers) == ({"b@example.org"}, set())
 
 
-def test_header_block_ends_at_the_first_blank_line() -> None:
-    assert header_block(b"A: 1\r\nB: 2\r\n\r\nbody\n\nmore") == b"A: 1\r\nB: 2\r\n\r\n"
-    assert header_block(b"A: 1\nB: 2\n\nbody\r\n\r\n") == b"A: 1\nB: 2\n\n"
-    assert header_block(b"A: 1\r\n") == b"A: 1\r\n"
+def test_a_mail_parsed_with_its_batch_is_bound_from_that_parse(crm: FakeCrmDirectory) -> None:
+    [(event, raw)] = [(fetched(), make_mail("ann@example.com", "Re: [#3112] hello"))]
+    parsed = parse_batch([(event, raw)])
+    [out] = handle_mail_fetched(
+        event, b"", crm=crm, archive=FakeEmailArchive(), blobs=FakeBlobStore(), now=NOW,
+        parsed=parsed["e1"],
+    )  # fmt: skip
+    assert isinstance(out, MailBound) and out.order_id == "order-3112"
+    [skipped] = handle_mail_fetched(
+        fetched(2), raw, crm=crm, archive=FakeEmailArchive(), blobs=FakeBlobStore(), now=NOW,
+        parsed=MailParseError("not mail"),
+    )  # fmt: skip
+    assert isinstance(skipped, MailSkipped) and skipped.reason == "parse_error"
