@@ -22,7 +22,8 @@ class BinderHandler:
 
     def __init__(self, store: Store) -> None:
         self.crm = MongoCrmDirectory(store)
-        self.archive, self.blobs = MongoEmailArchive(store), GridFsBlobStore(store)
+        self.archive = MongoEmailArchive(store)
+        self.blobs = GridFsBlobStore(store, deferred=True)
         self._parsed: dict[str, Parsed] = {}
 
     def __call__(self, event: Event, payload: bytes | None) -> list[Event]:
@@ -51,6 +52,9 @@ class BinderHandler:
         self.crm.warm(wanted_lookups(unbound, self._parsed))
 
     def finish(self) -> None:
+        # Customers and attachments first: a stored e-mail names only what is stored.
+        self.crm.flush()
+        self.blobs.flush()
         self.archive.flush()
 
 

@@ -15,7 +15,6 @@ from shared.store import (
     Store,
     find_own,
     insert_many_or_ignore,
-    insert_or_ignore,
     store_errors,
 )
 
@@ -45,17 +44,19 @@ class MongoCrmDirectory:
     """Orders and customers as the CRM stores them (every query filters on the tenant).
 
     `warm` reads a whole batch's customers and orders with one query per tenant and
-    collection (on FerretDB every such query scans the collection); until the next `warm`,
-    lookups it covered are answered from what it read, the others go to the store.
+    collection; until the next `warm`, lookups it covered are answered from what it read,
+    the others go to the store. Customers created meanwhile are kept until `flush`, which
+    writes them with one command before the batch's e-mails.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._customers: dict[tuple[str, str], CustomerRef | None] = {}
         self._orders: dict[tuple[str, str], OrderRef | None] = {}
+        self._created: list[dict[str, Any]] = []
 
     def warm(self, wanted: Mapping[str, Wanted]) -> None:
-        self._customers, self._orders = {}, {}
+        self._customers, self._orders, self._created = {}, {}, []
         with store_errors("read the batch's customers and orders"):
             for tenant_id, want in wanted.items():
                 if want.addresses:
@@ -123,14 +124,26 @@ class MongoCrmDirectory:
             "source": "mail",
             "source_email_id": email_id,
         }
-        with store_errors("create customer"):
-            stored = doc if insert_or_ignore(self._store.customers, doc) else None
-            stored = stored or find_own(self._store.customers, tenant_id, doc["_id"])
-        created = _customer(stored)
-        if created is None:
-            raise LookupError(f"customer {doc['_id']} exists in another tenant")
+        self._created.append(doc)
+        created = _customer(doc)
+        assert created is not None
         self._customers[(tenant_id, address)] = created
         return created
+
+    def flush(self) -> None:
+        """Write the customers the batch created; if one exists already, try again later.
+
+        Another binder created it meanwhile (a mail from the same new address): the batch is
+        handled again, finds it and binds to it, so the address still has one customer.
+        """
+        docs, self._created = self._created, []
+        with store_errors("create customers"):
+            existed = insert_many_or_ignore(self._store.customers, docs)
+        if existed:
+            raise TransientError(
+                f"{len(existed)} of {len(docs)} new customers were created meanwhile by "
+                "another binder: the batch is handled again from what is stored"
+            )
 
 
 class MongoEmailArchive:

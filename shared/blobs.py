@@ -9,38 +9,62 @@ from __future__ import annotations
 import gridfs
 from bson import Binary
 
-from shared.store import Store, insert_or_ignore, store_errors
+from shared.store import Doc, Store, insert_many_or_ignore, insert_or_ignore, store_errors
 
 INLINE_LIMIT = 8 * 1024 * 1024  # well under MongoDB's 16 MiB document limit
+PENDING_LIMIT = 16 * 1024 * 1024  # deferred: kept blobs are written once they reach this
 
 
 class GridFsBlobStore:
-    """Idempotent puts: a key already stored is kept; a GridFS write that died is rewritten."""
+    """Idempotent puts: a key already stored is kept; a GridFS write that died is rewritten.
 
-    def __init__(self, store: Store) -> None:
+    `deferred`: blobs stored inline are kept until `flush` (or until PENDING_LIMIT bytes are
+    kept), which writes them with one command; the binder flushes before it stores the
+    e-mails that name them.
+    """
+
+    def __init__(self, store: Store, *, deferred: bool = False) -> None:
         self._blobs = store["blobs"]
         self._fs = store.gridfs()
+        self._pending: dict[str, Doc] | None = {} if deferred else None
+        self._pending_bytes = 0
 
     def put(self, key: str, data: bytes, *, tenant_id: str, content_type: str) -> str:
-        with store_errors("store blob"):
-            if len(data) <= INLINE_LIMIT:
-                insert_or_ignore(
-                    self._blobs,
-                    {
-                        "_id": key,
-                        "tenant_id": tenant_id,
-                        "content_type": content_type,
-                        "data": Binary(data),
-                    },
-                )
+        if len(data) <= INLINE_LIMIT:
+            doc = {
+                "_id": key,
+                "tenant_id": tenant_id,
+                "content_type": content_type,
+                "data": Binary(data),
+            }
+            if self._pending is None:
+                with store_errors("store blob"):
+                    insert_or_ignore(self._blobs, doc)
                 return key
+            self._pending.setdefault(key, doc)
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= PENDING_LIMIT:
+                self.flush()
+            return key
+        with store_errors("store blob"):
             if self._fs.exists(key):  # the files document is written last: complete
                 return key
             self._fs.delete(key)  # chunks left by a write that died half-way
             self._fs.put(data, _id=key, tenant_id=tenant_id, contentType=content_type)
         return key
 
+    def flush(self) -> None:
+        """Write the kept blobs with one command (those stored already stay as they are)."""
+        if not self._pending:
+            return
+        docs, self._pending, self._pending_bytes = list(self._pending.values()), {}, 0
+        with store_errors("store blobs"):
+            insert_many_or_ignore(self._blobs, docs)
+
     def get(self, ref: str) -> bytes:
+        kept = (self._pending or {}).get(ref)
+        if kept is not None:
+            return bytes(kept["data"])
         with store_errors("read blob"):
             doc = self._blobs.find_one({"_id": ref})
             if doc is not None:

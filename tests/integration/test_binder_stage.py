@@ -13,7 +13,7 @@ from binder.adapters import MongoCrmDirectory, MongoEmailArchive
 from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import AccountOptions, MailFetched, email_id_for_imap
-from shared.errors import StoreUnavailableError
+from shared.errors import StoreUnavailableError, TransientError
 from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store, insert_many_or_ignore
@@ -198,6 +198,27 @@ def test_warm_answers_the_batch_from_one_read_and_forgets_it_at_the_next(store: 
     crm.warm({})
     assert crm.find_customer(TENANT, "a@example.org") is None
     assert crm.find_order(TENANT, "1") is None
+
+
+def test_customers_created_by_a_batch_are_written_at_its_end_and_a_rival_retries(
+    store: Store,
+) -> None:
+    ours, rival = MongoCrmDirectory(store), MongoCrmDirectory(store)
+    for crm, email in ((ours, "e-1"), (rival, "e-2")):
+        crm.warm({TENANT: Wanted({"new@example.org"})})
+        created = crm.create_customer(
+            TENANT, "new@example.org", shop_id=None, email_id=email, now=NOW
+        )
+        assert created.source_email_id == email
+        assert crm.find_customer(TENANT, "new@example.org") == created  # the batch sees it
+    assert store.customers.count_documents({"tenant_id": TENANT}) == 0  # nothing written yet
+    ours.flush()
+    with pytest.raises(TransientError, match="created meanwhile by another binder"):
+        rival.flush()
+    [stored] = store.customers.find({"tenant_id": TENANT})
+    assert stored["source_email_id"] == "e-1"  # the rival's batch, handled again, finds it
+    rival.warm({TENANT: Wanted({"new@example.org"})})
+    assert rival.find_customer(TENANT, "new@example.org") == CustomerRef(stored["_id"], None, "e-1")
 
 
 def test_a_failed_bulk_read_leaves_each_mail_to_its_own_lookups(

@@ -76,6 +76,30 @@ def test_large_blobs_go_to_gridfs_in_chunks(store: Store) -> None:
     assert store.db["rawmail.files"].find_one({"_id": "raw/big"}) is not None
 
 
+def test_deferred_blobs_are_written_together_at_flush_or_once_enough_is_kept(
+    store: Store,
+) -> None:
+    from shared.blobs import PENDING_LIMIT
+
+    blobs = GridFsBlobStore(store, deferred=True)
+    store["blobs"].insert_one({"_id": "att/e0/0", "tenant_id": "t", "data": b"first"})
+    for key in ("att/e0/0", "att/e1/0", "att/e2/0"):
+        blobs.put(key, key.encode(), tenant_id="t", content_type="text/plain")
+    assert store["blobs"].count_documents({}) == 1  # kept, not written
+    assert blobs.get("att/e1/0") == b"att/e1/0"  # a kept blob reads back
+    blobs.flush()
+    assert {d["_id"]: bytes(d["data"]) for d in store["blobs"].find()} == {
+        "att/e0/0": b"first",  # a key stored already stays as it was
+        "att/e1/0": b"att/e1/0",
+        "att/e2/0": b"att/e2/0",
+    }
+    half = b"x" * (PENDING_LIMIT // 2)
+    blobs.put("att/e3/0", half, tenant_id="t", content_type="application/octet-stream")
+    assert store["blobs"].count_documents({}) == 3
+    blobs.put("att/e3/1", half, tenant_id="t", content_type="application/octet-stream")
+    assert store["blobs"].count_documents({}) == 5  # the limit reached: written at once
+
+
 @pytest.mark.parametrize("batch", [3, PROBE_LIMIT + 5], ids=["probed-by-id", "one-query"])
 def test_taken_fingerprints_are_found_alike_in_small_and_large_batches(
     store: Store, batch: int
