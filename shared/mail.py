@@ -45,7 +45,27 @@ _HEADER_BUDGET = 262_144
 # More delimiter-like lines than this and the body is not parsed: the stdlib parser spends
 # a fraction of a millisecond on every part.
 _MAX_DELIMITER_LINES = 20_000
-_REGISTRY = HeaderRegistry()
+
+
+class _Registry(HeaderRegistry):
+    """The stdlib's header registry, which builds a new class for every header it parses:
+    the class made for a field name is kept (for a bounded number of names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._classes.get(key)
+        if made is None:
+            made = super().__getitem__(name)
+            if len(self._classes) < 256:
+                self._classes[key] = made
+        return made
+
+
+_REGISTRY = _Registry()
 _ORDER_TAG = re.compile(r"\[#([A-Za-z0-9_/-]{1,64})\]")
 _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _ADDRESS_SEPARATORS = re.compile(r"[\s<>()\[\]\",;:]+")
