@@ -36,8 +36,17 @@ class AssignerHandler:
         )
 
     def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
-        self.rotation.begin_batch(
-            (e.tenant_id, e.customer_id) for e, _ in batch if isinstance(e, MailBound)
+        bound = [
+            e for e, _ in batch if isinstance(e, MailBound) and e.event_type == MailBound.event_type
+        ]
+        self.rotation.begin_batch((e.tenant_id, e.customer_id) for e in bound)
+        self.rotation.claim_batch(
+            (
+                (e.tenant_id, e.options.manager_group_id, e.customer_id, e.email_id)
+                for e in bound
+                if e.customer_created and e.options.manager_group_id is not None
+            ),
+            datetime.now(UTC),
         )
 
     def finish(self) -> None:

@@ -22,12 +22,24 @@ from assigner.ports import Assignment
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.logging import get_logger
-from shared.store import Doc, OwnCache, Store, find_own, insert_or_ignore, store_errors
+from shared.store import (
+    Doc,
+    OwnCache,
+    Store,
+    find_own,
+    insert_in_order,
+    insert_many_or_ignore,
+    insert_or_ignore,
+    store_errors,
+)
 
 log = get_logger("mailintake.assigner")
 
 ELIGIBLE_FIRST = "free"
 MAX_CAS_ATTEMPTS = 200
+# Slots inserted by one ordered command. FerretDB 1.24 inserts in batches of 100 and, after a
+# duplicate, goes on with the next batch: at most 100 keeps "stops at the first" true there.
+SLOT_CHUNK = 100
 SLOTS = "rotation_slots"
 CLAIMS = "rotation_claims"
 
@@ -85,6 +97,80 @@ class MongoManagerRotation:
         with store_errors("read the batch's customers"):
             self._customers.load(c for _, c in wanted)
             self._claimed.load(claim_id(t, c) for t, c in wanted)
+
+    def claim_batch(self, wanted: Iterable[tuple[str, str, str, str]], now: datetime) -> None:
+        """Claim the batch's new customers together: (tenant, group, customer, e-mail) each.
+
+        Per group, the next slots are decided in order on the history before them and
+        inserted with one ordered command, which stops at the first slot another replica
+        took; the claims of the slots won are inserted with one command. After a lost slot
+        the slots from there on are read and the rest decided again. What this leaves
+        undecided, `assign` claims one customer at a time.
+        """
+        groups: dict[tuple[str, str], dict[str, str]] = {}
+        for tenant_id, group_id, customer_id, email_id in wanted:
+            groups.setdefault((tenant_id, group_id), {}).setdefault(customer_id, email_id)
+        try:
+            with store_errors("claim the batch's customers"):
+                for (tenant_id, group_id), customers in groups.items():
+                    self._claim_group(tenant_id, group_id, customers, now)
+        except Exception:
+            self._claimed.load(())  # what was claimed is read again, one at a time
+            raise
+
+    def _claim_group(
+        self, tenant_id: str, group_id: str, customers: dict[str, str], now: datetime
+    ) -> None:
+        pending = [
+            (customer_id, email_id)
+            for customer_id, email_id in customers.items()
+            if (customer := self._customers.get(tenant_id, customer_id)) is not None
+            and customer.get("manager_id") is None
+            and self._claimed.get(tenant_id, claim_id(tenant_id, customer_id)) is None
+        ]
+        managers = self._managers(tenant_id, group_id) if pending else None
+        if not managers:
+            return  # `assign` gives each mail its reason
+        seq, last = self._position(tenant_id, group_id)
+        for attempt in range(MAX_CAS_ATTEMPTS):
+            slots, decided = [], dict(last)
+            for n, (customer_id, email_id) in enumerate(pending[:SLOT_CHUNK], start=seq + 1):
+                manager_id = pick_manager(managers, decided)
+                assert manager_id is not None  # managers is not empty
+                decided[manager_id] = n
+                slots.append(_slot(tenant_id, group_id, n, manager_id, customer_id, email_id, now))
+            won = insert_in_order(self._slots, slots)
+            for slot in slots[:won]:
+                last[str(slot["manager_id"])] = seq = int(slot["seq"])
+            self._claim_slots(tenant_id, slots[:won])
+            pending = pending[won:]
+            if won < len(slots):  # another replica took the next slot: read on from it
+                while taken := find_own(
+                    self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)
+                ):
+                    ours = [p for p in pending if p[0] == taken["customer_id"]]
+                    if ours:  # a slot of ours from a run that crashed before its claim
+                        self._claim_slots(tenant_id, [taken])
+                        pending.remove(ours[0])
+                    last[str(taken["manager_id"])] = seq = int(taken["seq"])
+                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+            self._seen[(tenant_id, group_id)] = (seq, dict(last))
+            self._save_snapshot(tenant_id, group_id, seq, last)
+            if not pending:
+                return
+
+    def _claim_slots(self, tenant_id: str, slots: list[Doc]) -> None:
+        """Insert the claims of won slots; a customer claimed meanwhile keeps that claim."""
+        claims = [_claim_of(tenant_id, slot) for slot in slots]
+        existed = insert_many_or_ignore(self._claims, claims)
+        for claim in claims:
+            if claim["_id"] not in existed:
+                self._claimed.put(claim)
+        if existed:
+            for won in self._claims.find({"_id": {"$in": sorted(existed)}}):
+                if won.get("tenant_id") == tenant_id:
+                    self._claimed.put(won)
+            log.warning("rotation_slots_unused", count=len(existed), tenant_id=tenant_id)
 
     def flush(self) -> None:
         """Write the managers settled on customers and the snapshots the batch moved."""
@@ -157,16 +243,7 @@ class MongoManagerRotation:
         for attempt in range(MAX_CAS_ATTEMPTS):
             manager_id = pick_manager(managers, last)
             assert manager_id is not None  # managers is not empty
-            slot = {
-                "_id": slot_id(tenant_id, group_id, seq + 1),
-                "tenant_id": tenant_id,
-                "group_id": group_id,
-                "seq": seq + 1,
-                "manager_id": manager_id,
-                "customer_id": customer_id,
-                "email_id": email_id,
-                "claimed_at": now,
-            }
+            slot = _slot(tenant_id, group_id, seq + 1, manager_id, customer_id, email_id, now)
             if insert_or_ignore(self._slots, slot):
                 last[manager_id] = seq + 1
                 self._seen[(tenant_id, group_id)] = (seq + 1, dict(last))
@@ -182,14 +259,7 @@ class MongoManagerRotation:
 
     def _claim_customer(self, tenant_id: str, slot: Doc) -> Doc:
         """Bind the slot to its customer; a replica that lost the race takes the winner's."""
-        claim = {
-            "_id": claim_id(tenant_id, slot["customer_id"]),
-            "tenant_id": tenant_id,
-            "customer_id": slot["customer_id"],
-            "slot_id": slot["_id"],
-            "manager_id": slot["manager_id"],
-            "email_id": slot["email_id"],
-        }
+        claim = _claim_of(tenant_id, slot)
         if insert_or_ignore(self._claims, claim):
             self._claimed.put(claim)
             return claim
@@ -258,6 +328,38 @@ class MongoManagerRotation:
         actual = str(customer["manager_id"])
         log.info("customer_assigned", manager_id=actual, slot_id=claim["slot_id"])
         return Assignment(actual, assigned_now=customer.get("assigned_for_email") == email_id)
+
+
+def _slot(
+    tenant_id: str,
+    group_id: str,
+    seq: int,
+    manager_id: str,
+    customer_id: str,
+    email_id: str,
+    now: datetime,
+) -> Doc:
+    return {
+        "_id": slot_id(tenant_id, group_id, seq),
+        "tenant_id": tenant_id,
+        "group_id": group_id,
+        "seq": seq,
+        "manager_id": manager_id,
+        "customer_id": customer_id,
+        "email_id": email_id,
+        "claimed_at": now,
+    }
+
+
+def _claim_of(tenant_id: str, slot: Doc) -> Doc:
+    return {
+        "_id": claim_id(tenant_id, slot["customer_id"]),
+        "tenant_id": tenant_id,
+        "customer_id": slot["customer_id"],
+        "slot_id": slot["_id"],
+        "manager_id": slot["manager_id"],
+        "email_id": slot["email_id"],
+    }
 
 
 def slot_id(tenant_id: str, group_id: str, seq: int) -> str:

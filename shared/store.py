@@ -191,6 +191,23 @@ def insert_or_ignore(collection: Collection[Doc], doc: Doc) -> bool:
 DUPLICATE_KEY = 11000
 
 
+def insert_in_order(collection: Collection[Doc], docs: list[Doc]) -> int:
+    """Insert `docs` in order with one command, up to the first whose _id exists: how many.
+
+    The ones before it are stored, it and those after it are not (an ordered insert).
+    """
+    if not docs:
+        return 0
+    try:
+        collection.insert_many(docs, ordered=True)
+    except pymongo.errors.BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return min(int(e["index"]) for e in errors)
+    return len(docs)
+
+
 def insert_many_or_ignore(collection: Collection[Doc], docs: list[Doc]) -> set[Any]:
     """Insert `docs` with one command; the _ids that existed already (those stay as they were)."""
     if not docs:

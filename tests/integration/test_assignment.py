@@ -324,3 +324,57 @@ def test_existing_customers_and_orders_pass_through(store: Store) -> None:
     assert isinstance(out, MailRouted)
     assert (out.manager_id, out.order_id, out.assigned_now) == ("m9", "o1", False)
     assert store[SLOTS].count_documents({}) == 0
+
+
+def _batch(rotation: MongoManagerRotation, events: list[MailBound]) -> list[str | None]:
+    """The assigner's batch: read, claim together, assign each, write; the managers."""
+    rotation.begin_batch((e.tenant_id, e.customer_id) for e in events)
+    rotation.claim_batch(((TENANT, "g1", e.customer_id, e.email_id) for e in events), NOW)
+    got = [
+        rotation.assign(TENANT, "g1", e.customer_id, email_id=e.email_id, now=NOW).manager_id
+        for e in events
+    ]
+    rotation.flush()
+    return got
+
+
+def test_a_batch_claims_its_customers_together_in_rotation_order(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True), ("m3", "free", True))
+    rotation = MongoManagerRotation(store, deferred=True)
+    got = _batch(rotation, [new_customer(store, n) for n in range(250)])  # 3 ordered inserts
+    assert got == [f"m{1 + n % 3}" for n in range(250)]
+    assert shares(store) == {"m1": 84, "m2": 83, "m3": 83}
+    slots = sorted(store[SLOTS].find({"tenant_id": TENANT}), key=lambda s: s["seq"])
+    assert [s["customer_id"] for s in slots] == [f"c{n}" for n in range(250)]
+    assert store[CLAIMS].count_documents({"tenant_id": TENANT}) == 250
+    snapshot = store.rotations.find_one({"tenant_id": TENANT})
+    assert snapshot is not None and snapshot["seq"] == 250
+
+
+def test_a_batch_that_loses_a_slot_reads_it_and_decides_the_rest_after_it(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
+    rival = new_customer(store, 99).customer_id  # another replica took slot 3 for m1
+    store[SLOTS].insert_one(
+        {"_id": slot_id(TENANT, "g1", 3), "tenant_id": TENANT, "group_id": "g1", "seq": 3,
+         "manager_id": "m1", "customer_id": rival, "email_id": "e99", "claimed_at": NOW}
+    )  # fmt: skip
+    rotation = MongoManagerRotation(store, deferred=True)
+    got = _batch(rotation, [new_customer(store, n) for n in range(5)])
+    # Slots 1, 2 ours (m1, m2); 3 the rival's (m1); then m2, m1, m2 for the rest.
+    assert got == ["m1", "m2", "m2", "m1", "m2"]
+    seqs = {s["customer_id"]: s["seq"] for s in store[SLOTS].find({"tenant_id": TENANT})}
+    assert seqs == {"c0": 1, "c1": 2, rival: 3, "c2": 4, "c3": 5, "c4": 6}
+
+
+def test_a_batch_takes_back_the_slot_a_crashed_run_left_without_its_claim(store: Store) -> None:
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
+    events = [new_customer(store, n) for n in range(3)]
+    store[SLOTS].insert_one(
+        {"_id": slot_id(TENANT, "g1", 1), "tenant_id": TENANT, "group_id": "g1", "seq": 1,
+         "manager_id": "m2", "customer_id": "c1", "email_id": "e1", "claimed_at": NOW}
+    )  # fmt: skip
+    got = _batch(MongoManagerRotation(store, deferred=True), events)
+    assert got == ["m1", "m2", "m2"]  # c1 keeps slot 1 (m2); c0 gets 2 (m1); c2 gets 3 (m2)
+    assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 3
+    claims = {c["customer_id"]: c["slot_id"] for c in store[CLAIMS].find({"tenant_id": TENANT})}
+    assert claims["c1"] == slot_id(TENANT, "g1", 1)
