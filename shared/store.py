@@ -126,8 +126,9 @@ def find_own(
 ) -> Doc | None:
     """The tenant's document with this _id; None when absent or another tenant's.
 
-    Queried by `_id` alone and the tenant checked here: FerretDB 1.24 (SQLite) uses the _id
-    index only for a filter that is exactly `{_id: ...}` and scans the collection otherwise.
+    Queried by `_id` alone and the tenant checked here: upstream FerretDB 1.24 (SQLite) uses
+    the _id index only for a filter that is exactly `{_id: ...}` (deploy/local's build, for
+    any top-level `_id`) and scans the collection otherwise.
     """
     fields = None if projection is None else {**projection, "tenant_id": 1}
     doc = collection.find_one({"_id": doc_id}, fields)
