@@ -6,11 +6,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from pymongo.collection import Collection
+
 from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.store import (
+    Doc,
     OwnCache,
     Store,
     find_own,
@@ -38,6 +41,19 @@ def _customer(doc: dict[str, Any] | None) -> CustomerRef | None:
 
 def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def insert_all_new(collection: Collection[Doc], docs: list[Doc], what: str) -> None:
+    """Write a batch's new documents with one command; if one exists already, another binder
+    wrote it meanwhile, and the batch is handled again (a TransientError) from what is stored.
+    """
+    with store_errors(f"write what a batch made ({what})"):
+        existed = insert_many_or_ignore(collection, docs)
+    if existed:
+        raise TransientError(
+            f"{len(existed)} of {len(docs)} {what} meanwhile by another binder: "
+            "the batch is handled again from what is stored"
+        )
 
 
 class MongoCrmDirectory:
@@ -137,13 +153,7 @@ class MongoCrmDirectory:
         handled again, finds it and binds to it, so the address still has one customer.
         """
         docs, self._created = self._created, []
-        with store_errors("create customers"):
-            existed = insert_many_or_ignore(self._store.customers, docs)
-        if existed:
-            raise TransientError(
-                f"{len(existed)} of {len(docs)} new customers were created meanwhile by "
-                "another binder: the batch is handled again from what is stored"
-            )
+        insert_all_new(self._store.customers, docs, "new customers were created")
 
 
 class MongoEmailArchive:
@@ -178,13 +188,7 @@ class MongoEmailArchive:
     def flush(self) -> None:
         """Write the kept documents; if another binder wrote one meanwhile, try again later."""
         docs, self._pending = list(self._pending.values()), {}
-        with store_errors("record emails"):
-            existed = insert_many_or_ignore(self._store.emails, docs)
-        if existed:
-            raise TransientError(
-                f"{len(existed)} of {len(docs)} e-mails were recorded meanwhile by another "
-                "binder: the batch is handled again from what is stored"
-            )
+        insert_all_new(self._store.emails, docs, "e-mails were recorded")
 
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
         for kept in self._pending.values():  # an earlier mail of this batch

@@ -202,10 +202,7 @@ def insert_in_order(collection: Collection[Doc], docs: list[Doc]) -> int:
     try:
         collection.insert_many(docs, ordered=True)
     except pymongo.errors.BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return min(int(e["index"]) for e in errors)
+        return min(_duplicates(exc))
     return len(docs)
 
 
@@ -216,8 +213,13 @@ def insert_many_or_ignore(collection: Collection[Doc], docs: list[Doc]) -> set[A
     try:
         collection.insert_many(docs, ordered=False)
     except pymongo.errors.BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
-            raise
-        return {docs[int(e["index"])]["_id"] for e in errors}
+        return {docs[i]["_id"] for i in _duplicates(exc)}
     return set()
+
+
+def _duplicates(exc: pymongo.errors.BulkWriteError) -> list[int]:
+    """The indexes of the documents an insert refused as duplicates; re-raised otherwise."""
+    errors = exc.details.get("writeErrors", [])
+    if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return [int(e["index"]) for e in errors]
