@@ -153,7 +153,20 @@ class MongoCrmDirectory:
         handled again, finds it and binds to it, so the address still has one customer.
         """
         docs, self._created = self._created, []
-        insert_all_new(self._store.customers, docs, "new customers were created")
+        try:
+            insert_all_new(self._store.customers, docs, "new customers were created")
+        except TransientError:
+            self._refuse_foreign(docs)
+            raise
+
+    def _refuse_foreign(self, docs: list[Doc]) -> None:
+        """A customer's key taken in another tenant will not go away by trying again."""
+        tenants = {doc["_id"]: doc["tenant_id"] for doc in docs}
+        with store_errors("read the customers created meanwhile"):
+            found = self._store.customers.find({"_id": {"$in": sorted(tenants)}}, {"tenant_id": 1})
+            foreign = [doc["_id"] for doc in found if doc.get("tenant_id") != tenants[doc["_id"]]]
+        if foreign:
+            raise LookupError(f"customer {foreign[0]} exists in another tenant")
 
 
 class MongoEmailArchive:
