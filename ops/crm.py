@@ -64,6 +64,7 @@ def import_data(ctx: Context, data: dict[str, Any]) -> dict[str, int]:
     for kind in COLLECTIONS:
         docs = [prepare(kind, d, tenant_id) for d in data.get(kind) or []]
         if docs:
+            _refuse_foreign_ids(ctx, kind, docs, tenant_id)
             ctx.store[kind].bulk_write(
                 [
                     ReplaceOne({"_id": d["_id"], "tenant_id": d["tenant_id"]}, d, upsert=True)
@@ -73,6 +74,23 @@ def import_data(ctx: Context, data: dict[str, Any]) -> dict[str, int]:
             )
         counts[kind] = len(docs)
     return counts
+
+
+def _refuse_foreign_ids(
+    ctx: Context, kind: str, docs: list[dict[str, Any]], tenant_id: str
+) -> None:
+    """An _id is unique across tenants: one held by another tenant cannot be imported."""
+    ids = [d["_id"] for d in docs]
+    held = ctx.store[kind].find({"_id": {"$in": ids}}, {"tenant_id": 1})
+    foreign = sorted(str(d["_id"]) for d in held if d.get("tenant_id") != tenant_id)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise UserError(
+            f"{kind}: _id {shown} already belong(s) to another tenant; _ids are unique across "
+            f"tenants, so give {tenant_id}'s documents their own"
+        )
 
 
 def cmd_import(args: argparse.Namespace, ctx: Context) -> int:

@@ -81,19 +81,40 @@ def _append(args: argparse.Namespace, user: str, password: str, raw: bytes) -> N
         client.append("INBOX", "", None, raw)
 
 
+def _id(tenant: str, name: object) -> str:
+    """The demo's CRM ids are the tenant's own: _ids are unique across tenants."""
+    return f"{tenant}.{name}"
+
+
 def _crm(tenant: str) -> dict[str, Any]:
+    def own(name: object) -> str:
+        return _id(tenant, name)
+
     return {
         "tenant_id": tenant,
-        "managers": MANAGERS,
+        "managers": [{**m, "_id": own(m["_id"])} for m in MANAGERS],
         "manager_groups": [
-            {"_id": "g-new", "name": "New customers", "manager_ids": [m["_id"] for m in MANAGERS]}
+            {
+                "_id": own("g-new"),
+                "name": "New customers",
+                "manager_ids": [own(m["_id"]) for m in MANAGERS],
+            }
         ],
         "customers": [
-            {"_id": "c-anna", "emails": ["anna@customer.example"], "manager_id": "m-olga"},
-            {"_id": "c-peter", "emails": ["peter@customer.example"], "manager_id": None},
+            {
+                "_id": own("c-anna"),
+                "emails": ["anna@customer.example"],
+                "manager_id": own("m-olga"),
+            },
+            {"_id": own("c-peter"), "emails": ["peter@customer.example"], "manager_id": None},
         ],
         "orders": [
-            {"_id": "o-3112", "number": "3112", "customer_id": "c-peter", "manager_id": "m-ivan"}
+            {
+                "_id": own("o-3112"),
+                "number": "3112",
+                "customer_id": own("c-peter"),
+                "manager_id": own("m-ivan"),
+            }
         ],
     }
 
@@ -119,7 +140,7 @@ def _add_accounts(
             notify_skipped=True,
             poll_interval=1,
             create_customer=name == "shop",
-            manager_group_id="g-new" if name == "shop" else None,
+            manager_group_id=_id(tenant, "g-new") if name == "shop" else None,
         )
         ctx.store.accounts.insert_one(
             {
@@ -162,7 +183,8 @@ def _manager_of(ctx: Context, tenant: str, email: dict[str, Any]) -> str | None:
 
 def _report(ctx: Context, tenant: str) -> list[str]:
     """Print what happened to each mail and who was told what; the mails that went wrong."""
-    names = {m["_id"]: m["name"] for m in MANAGERS} | {"u-admin": "admin (account owner)"}
+    names = {_id(tenant, m["_id"]): m["name"] for m in MANAGERS}
+    names["u-admin"] = "admin (account owner)"
     expected = {subject: rule for _box, _sender, subject, rule in SAMPLES}
     rows, wrong = [], []
     for e in ctx.store.emails.find({"tenant_id": tenant}).sort([("received_at", 1), ("_id", 1)]):

@@ -190,3 +190,24 @@ def test_a_broker_that_is_down_is_named_with_its_address(cli: Cli) -> None:
     result = cli("queues", expect=1, MAILINTAKE_AMQP_URL=url, MAILINTAKE_RABBITMQ_MANAGEMENT_URL="")
     assert "RabbitMQ at amqp://***@127.0.0.1:1/ is not reachable" in result.stderr
     assert "secret" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_crm_import_refuses_ids_another_tenant_holds(
+    cli: Cli, store: Store, tmp_path: Path
+) -> None:
+    def crm_file(tenant: str) -> str:
+        path = tmp_path / f"{tenant}.json"
+        path.write_text(json.dumps({
+            "tenant_id": tenant,
+            "customers": [{"_id": "c-anna", "emails": ["anna@x.example"]}],
+            "managers": [{"_id": "m-1", "name": "One"}],
+        }))  # fmt: skip
+        return str(path)
+
+    cli("crm", "import", crm_file(TENANT))
+    cli("crm", "import", crm_file(TENANT))  # the same tenant again: updated in place
+    refused = cli("crm", "import", crm_file("tenant-b"), expect=2)
+    assert "customers: _id c-anna already belong(s) to another tenant" in refused.stderr
+    assert "tenant-b" in refused.stderr
+    assert [d["tenant_id"] for d in store.customers.find({"_id": "c-anna"})] == [TENANT]
+    assert store.managers.count_documents({"tenant_id": "tenant-b"}) == 0
