@@ -129,8 +129,24 @@ class MongoManagerRotation:
             and self._claimed.get(tenant_id, claim_id(tenant_id, customer_id)) is None
         ]
         managers = self._managers(tenant_id, group_id) if pending else None
-        if not managers:
-            return  # `assign` gives each mail its reason
+        if managers:  # else `assign` gives each mail its reason
+            self._claim_all(tenant_id, group_id, pending, managers, now)
+
+    def _claim_all(
+        self,
+        tenant_id: str,
+        group_id: str,
+        pending: list[tuple[str, str]],
+        managers: list[Doc],
+        now: datetime,
+    ) -> dict[str, Doc]:
+        """The claims of (customer, e-mail) pairs, by customer: the next slots decided in
+        order on the history before them, inserted with one ordered command that stops at the
+        first slot another replica (or a run of ours that died before its claim) took; the
+        slots from there on are then read and the rest decided again. A customer missing from
+        the result stayed contended.
+        """
+        claims: dict[str, Doc] = {}
         seq, last = self._position(tenant_id, group_id)
         for attempt in range(MAX_CAS_ATTEMPTS):
             slots, decided = [], dict(last)
@@ -142,35 +158,39 @@ class MongoManagerRotation:
             won = insert_in_order(self._slots, slots)
             for slot in slots[:won]:
                 last[str(slot["manager_id"])] = seq = int(slot["seq"])
-            self._claim_slots(tenant_id, slots[:won])
+            claims |= self._claim_slots(tenant_id, slots[:won])
             pending = pending[won:]
-            if won < len(slots):  # another replica took the next slot: read on from it
+            if won < len(slots):  # slot seq+1 is taken: read on from it
                 while taken := find_own(
                     self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)
                 ):
                     ours = [p for p in pending if p[0] == taken["customer_id"]]
                     if ours:  # a slot of ours from a run that crashed before its claim
-                        self._claim_slots(tenant_id, [taken])
+                        claims |= self._claim_slots(tenant_id, [taken])
                         pending.remove(ours[0])
                     last[str(taken["manager_id"])] = seq = int(taken["seq"])
                 time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
             self._seen[(tenant_id, group_id)] = (seq, dict(last))
             self._save_snapshot(tenant_id, group_id, seq, last)
             if not pending:
-                return
+                break
+        return claims
 
-    def _claim_slots(self, tenant_id: str, slots: list[Doc]) -> None:
-        """Insert the claims of won slots; a customer claimed meanwhile keeps that claim."""
+    def _claim_slots(self, tenant_id: str, slots: list[Doc]) -> dict[str, Doc]:
+        """Bind won slots to their customers with one insert; by customer, the claim that
+        holds: a customer claimed meanwhile (the same event handled twice at once) keeps that
+        claim, and our slot stays unused (a turn is lost)."""
         claims = [_claim_of(tenant_id, slot) for slot in slots]
         existed = insert_many_or_ignore(self._claims, claims)
-        for claim in claims:
-            if claim["_id"] not in existed:
-                self._claimed.put(claim)
+        held = {c["customer_id"]: c for c in claims if c["_id"] not in existed}
         if existed:
             for won in self._claims.find({"_id": {"$in": sorted(existed)}}):
                 if won.get("tenant_id") == tenant_id:
-                    self._claimed.put(won)
+                    held[won["customer_id"]] = won
             log.warning("rotation_slots_unused", count=len(existed), tenant_id=tenant_id)
+        for claim in held.values():
+            self._claimed.put(claim)
+        return held
 
     def flush(self) -> None:
         """Write the managers settled on customers and the snapshots the batch moved."""
@@ -234,41 +254,11 @@ class MongoManagerRotation:
         managers: list[Doc],
         now: datetime,
     ) -> Doc:
-        """The customer's claim: slot seq n+1 taken by a unique insert, then the customer.
-
-        When slot n+1 is taken (by another replica, or by a run of ours that died before
-        its claim), the slots from n+1 on are read and the next free one is tried.
-        """
-        seq, last = self._position(tenant_id, group_id)
-        for attempt in range(MAX_CAS_ATTEMPTS):
-            manager_id = pick_manager(managers, last)
-            assert manager_id is not None  # managers is not empty
-            slot = _slot(tenant_id, group_id, seq + 1, manager_id, customer_id, email_id, now)
-            if insert_or_ignore(self._slots, slot):
-                last[manager_id] = seq + 1
-                self._seen[(tenant_id, group_id)] = (seq + 1, dict(last))
-                claim = self._claim_customer(tenant_id, slot)
-                self._save_snapshot(tenant_id, group_id, seq + 1, last)
-                return claim
-            while taken := find_own(self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)):
-                if taken["customer_id"] == customer_id:  # ours, from a run that crashed
-                    return self._claim_customer(tenant_id, taken)
-                last[str(taken["manager_id"])] = seq = int(taken["seq"])
-            time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
-        raise TransientError(f"rotation of group {group_id} stayed contended")
-
-    def _claim_customer(self, tenant_id: str, slot: Doc) -> Doc:
-        """Bind the slot to its customer; a replica that lost the race takes the winner's."""
-        claim = _claim_of(tenant_id, slot)
-        if insert_or_ignore(self._claims, claim):
-            self._claimed.put(claim)
-            return claim
-        won = find_own(self._claims, tenant_id, claim["_id"])
-        if won is None:
-            raise TransientError(f"claim of customer {slot['customer_id']} vanished")
-        # Our slot stays unused: the same event was handled twice at once (a turn is lost).
-        log.warning("rotation_slot_unused", seq=slot["seq"], group_id=slot["group_id"])
-        return won
+        """One customer's claim (what `claim_batch` did not decide)."""
+        claims = self._claim_all(tenant_id, group_id, [(customer_id, email_id)], managers, now)
+        if customer_id not in claims:
+            raise TransientError(f"rotation of group {group_id} stayed contended")
+        return claims[customer_id]
 
     def _position(self, tenant_id: str, group_id: str) -> tuple[int, dict[str, int]]:
         """Where to read the rotation from: what this replica saw last, else the snapshot."""
@@ -373,8 +363,8 @@ def claim_id(tenant_id: str, customer_id: str) -> str:
 class MongoAssignmentRecords:
     """The outcome on the `emails` document; managers read from `customers`.
 
-    `deferred`: outcomes are kept until `flush`, which writes the batch's with one read of
-    whose e-mails they are and one bulk update.
+    `deferred`: outcomes are kept until `flush`, which writes the batch's with one bulk
+    update (by `_id` and tenant: the store finds each by its `_id` index).
     """
 
     def __init__(
@@ -402,12 +392,13 @@ class MongoAssignmentRecords:
         if not pending:
             return
         with store_errors("record assignment"):
-            owners = self._store.emails.find({"_id": {"$in": sorted(pending)}}, {"tenant_id": 1})
-            own = [d["_id"] for d in owners if d.get("tenant_id") == pending[d["_id"]][0]]
-            if own:
-                self._store.emails.bulk_write(
-                    [UpdateOne({"_id": e}, {"$set": pending[e][1]}) for e in own], ordered=False
-                )
+            self._store.emails.bulk_write(
+                [
+                    UpdateOne({"_id": email_id, "tenant_id": tenant_id}, {"$set": fields})
+                    for email_id, (tenant_id, fields) in pending.items()
+                ],
+                ordered=False,
+            )
 
     def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
         with store_errors("find customer"):

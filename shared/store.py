@@ -135,18 +135,6 @@ def find_own(
     return doc if doc is not None and doc.get("tenant_id") == tenant_id else None
 
 
-def update_own(collection: Collection[Doc], tenant_id: str, doc_id: Any, update: Doc) -> bool:
-    """Apply `update` to the tenant's document with this _id; False when absent or another's.
-
-    Read by `_id` (the tenant checked here), then written by `_id` alone: any other filter
-    scans the collection on FerretDB. `_id` never changes, so both reach the same document.
-    """
-    if find_own(collection, tenant_id, doc_id, {"_id": 1}) is None:
-        return False
-    collection.update_one({"_id": doc_id}, update)
-    return True
-
-
 class OwnCache:
     """A batch's documents of one collection, read by `_id` with one `$in` query.
 

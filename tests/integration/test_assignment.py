@@ -378,3 +378,20 @@ def test_a_batch_takes_back_the_slot_a_crashed_run_left_without_its_claim(store:
     assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 3
     claims = {c["customer_id"]: c["slot_id"] for c in store[CLAIMS].find({"tenant_id": TENANT})}
     assert claims["c1"] == slot_id(TENANT, "g1", 1)
+
+
+def test_an_outcome_is_written_only_on_an_e_mail_of_its_own_tenant(store: Store) -> None:
+    new_customer(store, 1)
+    records = MongoAssignmentRecords(store, deferred=True)
+    records.record("other-tenant", "e1", manager_id="m9", note=None)
+    records.record(TENANT, "e1", manager_id=None, note="why not")
+    assert "unassigned_reason" not in store.emails.find_one({"_id": "e1"})  # type: ignore[operator]
+    records.flush()
+    email = store.emails.find_one({"_id": "e1"})
+    assert email is not None and (email["manager_id"], email["unassigned_reason"]) == (
+        None,
+        "why not",
+    )
+    records.record("other-tenant", "e1", manager_id="m9", note=None)
+    records.flush()
+    assert store.emails.find_one({"_id": "e1"})["manager_id"] is None  # type: ignore[index]
