@@ -114,8 +114,7 @@ class MailFetched(Event):
     @classmethod
     def for_mail(cls, *, email_id: str, now: datetime, **fields: Any) -> Self:
         """The fetch event of a mail; its id derives from the mail's own id."""
-        event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{email_id}/{cls.event_type}"))
-        return cls(event_id=event_id, email_id=email_id, occurred_at=now, **fields)
+        return cls(event_id=cls.child_id(email_id), email_id=email_id, occurred_at=now, **fields)
 
 
 class MailSummary(BaseModel):
@@ -191,8 +190,7 @@ class AccountWarning(Event):
     @classmethod
     def for_warning(cls, warning_id: str, **fields: Any) -> Self:
         """The event of a warning; its id follows from the warning's, so a replay repeats it."""
-        event_id = str(uuid.uuid5(EVENT_NAMESPACE, f"{warning_id}/{cls.event_type}"))
-        return cls(event_id=event_id, warning_id=warning_id, **fields)
+        return cls(event_id=cls.child_id(warning_id), warning_id=warning_id, **fields)
 
 
 class NotificationCreated(Event):
