@@ -174,6 +174,25 @@ def test_an_update_command_of_many_statements_completes(store: Store) -> None:
     assert store.customers.count_documents({"tenant_id": "t", "manager_id": "m1"}) == 100
 
 
+def test_each_statement_of_an_update_sees_what_the_ones_before_it_wrote(store: Store) -> None:
+    """A statement reads its matches before it writes (the local store's patch): later
+    statements of the same command still match on what earlier ones changed."""
+    store.customers.insert_many([{"_id": f"c{i}", "tenant_id": "t", "n": 0} for i in range(3)])
+    result = store.customers.bulk_write(
+        [
+            UpdateOne({"_id": "c0"}, {"$inc": {"n": 1}}),
+            UpdateOne({"_id": "c0", "n": 1}, {"$inc": {"n": 10}}),
+            UpdateOne({"tenant_id": "t", "n": 0}, {"$set": {"n": 5}}),  # the first of c1, c2
+            UpdateOne({"_id": "c2", "n": 11}, {"$set": {"n": -1}}),  # matches nothing
+        ],
+        ordered=True,
+    )
+    assert (result.matched_count, result.modified_count) == (3, 3)
+    found = {d["_id"]: d["n"] for d in store.customers.find({"tenant_id": "t"})}
+    assert found["c0"] == 11
+    assert sorted([found["c1"], found["c2"]]) == [0, 5]
+
+
 def test_own_cache_answers_a_batch_from_one_read_and_checks_the_tenant(store: Store) -> None:
     store.customers.insert_many(
         [{"_id": "c1", "tenant_id": "t1"}, {"_id": "c2", "tenant_id": "t2"}]
