@@ -6,13 +6,13 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import errors, policy
-from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
+from shared.mailheaders import MAX_PARSED_FIELD, HeaderFactory, plain_mailbox
 from shared.mailparts import (
     Attachment,
     clean_text,
@@ -21,6 +21,7 @@ from shared.mailparts import (
     read_body,
     unescape_raw,
 )
+from shared.mimesplit import parse_bytes
 
 __all__ = [
     "Attachment",
@@ -37,35 +38,13 @@ _MAX_ID = 998
 _MAX_IDS = 100
 _MAX_LENIENT = 16_384
 _MAX_ID_TEXT = 65_536
-# The modern header parser costs microseconds per character, is superlinear on some input and
-# overflows the stack on deeply nested comments: it reads a prefix of each field, and a
-# message's fields up to a budget, after which fields are read as empty.
-_MAX_PARSED_FIELD = 8_192
+# The modern header parser reads a message's fields up to a budget (shared.mailheaders).
 _HEADER_BUDGET = 262_144
 # More delimiter-like lines than this and the body is not parsed: the stdlib parser spends
 # a fraction of a millisecond on every part.
 _MAX_DELIMITER_LINES = 20_000
 
 
-class _Registry(HeaderRegistry):
-    """The stdlib's header registry, which builds a new class for every header it parses:
-    the class made for a field name is kept (for a bounded number of names)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type[BaseHeader]] = {}
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        key = name.lower()
-        made = self._classes.get(key)
-        if made is None:
-            made = super().__getitem__(name)
-            if len(self._classes) < 256:
-                self._classes[key] = made
-        return made
-
-
-_REGISTRY = _Registry()
 _ORDER_TAG = re.compile(r"\[#([A-Za-z0-9_/-]{1,64})\]")
 _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _ADDRESS_SEPARATORS = re.compile(r"[\s<>()\[\]\",;:]+")
@@ -105,8 +84,8 @@ class ParsedMail:
 
 def parse_mail(raw: bytes, *, preview_chars: int = 500) -> ParsedMail:
     """Read a raw RFC 5322 message; raise MailParseError only when it is not mail at all."""
-    mail_policy = policy.default.clone(header_factory=_HeaderFactory(_HEADER_BUDGET))
-    msg, skipped_body = _parse_bytes(raw, BytesParser(policy=mail_policy))
+    mail_policy = policy.default.clone(header_factory=HeaderFactory(_HEADER_BUDGET))
+    msg, skipped_body = _parse_bytes(raw, mail_policy)
     fields = _Fields(msg, mail_policy)
     senders = _sender_pairs(fields)
     addresses = list(dict.fromkeys(filter(None, (normalize_address(a) for _, a in senders))))
@@ -163,33 +142,11 @@ def mail_fingerprint(parsed: ParsedMail) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class _HeaderFactory:
-    """Builds the modern policy's header objects within one message's parsing budget."""
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._built: dict[tuple[str, str], BaseHeader] = {}
-
-    def __call__(self, name: str, value: str) -> BaseHeader:
-        key = (name, value[:_MAX_PARSED_FIELD])
-        if key not in self._built:  # the stdlib parses a part's Content-Type again and again
-            self._built[key] = self._build(*key)
-        return self._built[key]
-
-    def _build(self, name: str, value: str) -> BaseHeader:
-        if len(value) > self._budget:
-            value = ""
-        self._budget -= len(value)
-        try:
-            return _REGISTRY(name, value)
-        except Exception:  # RecursionError on deeply nested comments, or a parser bug
-            return _REGISTRY(name, "")
-
-
-def _parse_bytes(raw: bytes, parser: "BytesParser[Message]") -> tuple[Message, str | None]:
+def _parse_bytes(raw: bytes, mail_policy: "EmailPolicy[Any]") -> tuple[Message, str | None]:
     """The parsed message, and the defect for which its body was left unparsed, if any."""
     if not raw or raw.isspace():
         raise MailParseError("empty message")
+    parser = _Parser(mail_policy)
     msg, skipped_body = _parse(raw, parser)
     if not _has_fields(msg) and skipped_body is None:
         msg, skipped_body = _parse(_tidy_field_names(raw), parser)
@@ -198,11 +155,25 @@ def _parse_bytes(raw: bytes, parser: "BytesParser[Message]") -> tuple[Message, s
     return msg, skipped_body
 
 
-def _parse(raw: bytes, parser: "BytesParser[Message]") -> tuple[Message, str | None]:
+class _Parser:
+    """The stdlib's parser, which well-formed mail skips (shared.mimesplit)."""
+
+    def __init__(self, mail_policy: "EmailPolicy[Any]") -> None:
+        self.policy = mail_policy
+        self.stdlib: BytesParser[Message] = BytesParser(policy=mail_policy)
+
+    def parse(self, raw: bytes) -> Message:
+        return parse_bytes(raw, self.policy) or self.stdlib.parsebytes(raw)
+
+    def parse_headers(self, raw: bytes) -> Message:
+        return self.stdlib.parsebytes(raw, headersonly=True)
+
+
+def _parse(raw: bytes, parser: _Parser) -> tuple[Message, str | None]:
     if raw.count(b"\n--") > _MAX_DELIMITER_LINES:
         return _parse_headers_only(raw, parser), "TooManyPartsDefect"
     try:
-        return parser.parsebytes(raw), None
+        return parser.parse(raw), None
     except RecursionError:  # the stdlib parser recurses once per nesting level
         return _parse_headers_only(raw, parser), "NestingTooDeepDefect"
     except Exception as exc:  # the parser is lenient: anything it raises means unreadable
@@ -220,9 +191,9 @@ def _tidy_field_names(raw: bytes) -> bytes:
     return _OBSOLETE_COLON.sub(rb"\1:", raw[:cut]) + raw[cut:]
 
 
-def _parse_headers_only(raw: bytes, parser: "BytesParser[Message]") -> Message:
+def _parse_headers_only(raw: bytes, parser: _Parser) -> Message:
     try:
-        return parser.parsebytes(raw, headersonly=True)
+        return parser.parse_headers(raw)
     except Exception as exc:  # see _parse
         raise MailParseError(f"unreadable message: {type(exc).__name__}") from exc
 
@@ -252,7 +223,7 @@ class _Fields:
             self.defects.append("UnreadableHeaderDefect")
             return None
         self.defects.extend(type(defect).__name__ for defect in header.defects)
-        seen = raw[:_MAX_PARSED_FIELD]
+        seen = raw[:MAX_PARSED_FIELD]
         return None if _mis_decoded(seen, str(header), header.defects) else header
 
     def text(self, name: str) -> str:
@@ -285,6 +256,9 @@ def _sender_pairs(fields: _Fields) -> list[tuple[str, str]]:
 
 
 def _modern_pairs(fields: _Fields, raw: str) -> list[tuple[str, str]]:
+    plain = plain_mailbox(raw)
+    if plain is not None:
+        return [plain] if normalize_address(plain[1]) else []
     header = fields.parsed("From", raw)
     try:
         pairs = [(a.display_name, a.addr_spec) for a in header.addresses] if header else []
