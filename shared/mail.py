@@ -45,6 +45,8 @@ _HEADER_BUDGET = 262_144
 _MAX_DELIMITER_LINES = 20_000
 
 
+_PLAIN_ASCII = re.compile(r"[^\x00-\x20\x7f<>,;()]*")
+_PLAIN_TEXT = re.compile(r"[\x20-\x7e\t]*")
 _ORDER_TAG = re.compile(r"\[#([A-Za-z0-9_/-]{1,64})\]")
 _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _ADDRESS_SEPARATORS = re.compile(r"[\s<>()\[\]\",;:]+")
@@ -230,6 +232,8 @@ class _Fields:
         raw = self.raw(name)
         if raw is None:
             return ""
+        if "=?" not in raw and _PLAIN_TEXT.fullmatch(raw):
+            return raw  # what the modern parser makes of printable ASCII, at no cost
         header = self.parsed(name, raw)
         return decode_header_text(raw) if header is None else str(header)
 
@@ -286,6 +290,8 @@ def _sender_name(senders: list[tuple[str, str]], addresses: list[str]) -> str | 
 
 
 def _is_plain(text: str) -> bool:
+    if text.isascii():  # no controls, spaces or breakers: the same test, at C speed
+        return _PLAIN_ASCII.fullmatch(text) is not None
     return not any(
         char in _ADDRESS_BREAKERS or unicodedata.category(char)[0] in "CZ" for char in text
     )
@@ -309,8 +315,9 @@ def _date(fields: _Fields) -> datetime | None:
     raw = fields.raw("Date")
     if raw is None:
         return None
-    header = fields.parsed("Date", raw)
-    value = getattr(header, "datetime", None)
+    value = _plain_date(raw)
+    if value is None:
+        value = getattr(fields.parsed("Date", raw), "datetime", None)
     if not isinstance(value, datetime):
         value = _lenient_date(unescape_raw(raw[:_MAX_LENIENT]))
     if value is None:
@@ -318,6 +325,16 @@ def _date(fields: _Fields) -> datetime | None:
     try:
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (OverflowError, ValueError):
+        return None
+
+
+def _plain_date(raw: str) -> datetime | None:
+    """An ASCII date as the modern parser reads it (it also formats and re-parses it)."""
+    if not raw.isascii() or len(raw) > MAX_PARSED_FIELD:
+        return None
+    try:
+        return parsedate_to_datetime(raw)
+    except Exception:  # the modern parser then tells the defect
         return None
 
 

@@ -1,6 +1,7 @@
 """The body side of MIME parsing: charsets, the part walk, attachments and the text preview."""
 
 import codecs
+import functools
 import html
 import re
 from collections.abc import Iterator
@@ -61,12 +62,16 @@ class Attachment:
 
 def decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode text in its declared charset, falling back until something fits; never raises."""
+    return _SURROGATES.sub("\ufffd", _decoded(data, charset))
+
+
+def _decoded(data: bytes, charset: str | None) -> str:
+    """As decode_bytes, but lone surrogates (from a few codecs) are left for the caller."""
     for codec, errors in _decode_attempts(charset):
         try:
-            text = data.decode(codec, errors)
+            return data.decode(codec, errors)
         except Exception:  # unknown or non-text codec, undecodable bytes, odd codec name
             continue
-        return _SURROGATES.sub("\ufffd", text)
     return data.decode("latin-1")
 
 
@@ -80,6 +85,7 @@ def _decode_attempts(charset: str | None) -> list[tuple[str, str]]:
     return list(dict.fromkeys(attempts))
 
 
+@functools.lru_cache(maxsize=256)
 def _codec_name(charset: str | None) -> str | None:
     """Python's codec for a declared charset, or None when it is unknown or says nothing."""
     if not charset:
@@ -128,15 +134,22 @@ def _decode_chunk(chunk: bytes | str, charset: str | None) -> str:
 
 
 def clean_text(text: str, limit: int) -> str:
-    """Collapse whitespace and control characters to single spaces; keep `limit` characters."""
-    words: list[str] = []
-    total = 0
-    for match in _WORDS.finditer(text):
-        if total >= limit:
+    """Collapse whitespace and control characters to single spaces; keep `limit` characters.
+
+    Reads only as much of `text` as the words it keeps (a window that grows as needed).
+    """
+    window = 4 * max(limit, 0) + 256
+    while True:
+        words = _WORDS.findall(text[:window])
+        if window < len(text) and words:
+            words.pop()  # the last word may go on past the window
+        joined = " ".join(words)
+        if len(joined) >= limit or window >= len(text):
             break
-        words.append(match.group())
-        total += len(words[-1]) + 1
-    return _SURROGATES.sub("\ufffd", " ".join(words))[:limit]
+        window *= 4
+    kept = joined[: max(limit, 0)]
+    # Words are kept whole up to the limit: a separator at the cut is not kept.
+    return _SURROGATES.sub("\ufffd", kept[:-1] if kept.endswith(" ") else kept)
 
 
 def html_to_text(markup: str, limit: int) -> str:
@@ -189,11 +202,22 @@ def _disposition(part: Message) -> str | None:
 
 
 def _filename(part: Message) -> str | None:
+    if not _may_name_a_file(part):
+        return None
     names = (_guarded_filename(part), _guarded_filename(_legacy_view(part)))
     decoded = [clean_text(decode_header_text(name), _MAX_FILENAME) for name in names if name]
     # A name without replacement characters wins, then the longer one: the lenient legacy
     # parse keeps unquoted names with spaces that the strict one cuts short.
     return max(filter(None, decoded), key=_name_rank, default=None)
+
+
+def _may_name_a_file(part: Message) -> bool:
+    """Whether a `name` or `filename` parameter (RFC 2231 sections too) may be present."""
+    return any(
+        "name" in str(value).lower()
+        for field, value in part.raw_items()
+        if field.lower() in ("content-type", "content-disposition")
+    )
 
 
 def _name_rank(name: str) -> tuple[bool, int]:
@@ -339,7 +363,8 @@ def _part_text(part: Message) -> str:
         charset = part.get_content_charset()
     except Exception:  # unreadable charset parameter: guess
         charset = None
-    return decode_bytes(data, charset) if isinstance(data, bytes) else ""
+    # Surrogates are left to clean_text, which reads the few characters the preview keeps.
+    return _decoded(data, charset) if isinstance(data, bytes) else ""
 
 
 def _preview(body: _Body, limit: int) -> str:

@@ -1,11 +1,13 @@
 """shared.mimesplit builds exactly the stdlib parser's Message tree, or leaves the message to it.
 
-And shared.mail's shortcuts around the modern header parser (shared MIME header objects, plain
-From fields) read the same as that parser does.
+And the other shortcuts of MIME parsing give what the long way gives: shared MIME header
+objects, plain From, Subject and Date fields read without the modern parser, and clean_text
+reading a window of its text.
 """
 
 from __future__ import annotations
 
+import re
 from email import policy
 from email.headerregistry import HeaderRegistry
 from email.message import Message
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 
 from shared import mail
 from shared.mailheaders import HeaderFactory
+from shared.mailparts import clean_text
 from shared.mimesplit import parse_bytes
 from tests.unit.test_bad_input import mime_mail
 from tests.unit.test_mail_corpus import FILES, file_id
@@ -197,3 +200,57 @@ def test_a_header_over_the_budget_is_read_as_empty_even_when_shared() -> None:
     HeaderFactory(mail._HEADER_BUDGET)("Content-Type", value)  # now shared
     tight = HeaderFactory(len(value) - 1)
     assert str(tight("Content-Type", value)) == ""
+
+
+@FUZZ
+@given(st.from_regex(r"[\x20-\x7e\t]{0,60}", fullmatch=True).filter(lambda v: "=?" not in v))
+def test_printable_ascii_text_reads_as_the_modern_parser_reads_it(value: str) -> None:
+    msg = BytesParser(policy=mail_policy()).parsebytes(f"Subject: {value}\r\n\r\n".encode())
+    fields = mail._Fields(msg, mail_policy())
+    raw = fields.raw("Subject")
+    assert raw is not None
+    assert fields.text("Subject") == str(HeaderRegistry()("Subject", raw))
+
+
+@FUZZ
+@given(
+    st.datetimes(timezones=st.timezones()),
+    st.sampled_from(["", " ", "  (comment)", " GMT"]),
+)
+def test_an_ascii_date_reads_as_the_modern_parser_reads_it(when: Any, tail: str) -> None:
+    from email.utils import format_datetime
+
+    value = format_datetime(when.replace(microsecond=0)) + tail
+    expected = HeaderRegistry()("Date", value).datetime
+    assert mail._plain_date(value) == expected
+
+
+def clean_text_whole(text: str, limit: int) -> str:
+    """clean_text as it was: every word of the text found, kept while under the limit."""
+    words: list[str] = []
+    total = 0
+    for match in re.finditer(r"[^\s\x00-\x1f\x7f-\x9f]+", text):
+        if total >= limit:
+            break
+        words.append(match.group())
+        total += len(words[-1]) + 1
+    return re.sub("[\ud800-\udfff]", "\ufffd", " ".join(words))[:limit]
+
+
+word_or_gap = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=["Zs", "Cc"]), min_size=1, max_size=30),
+    st.text(alphabet=" \t\r\n\x00\x1f\x85\xa0\u2003", min_size=1, max_size=40),
+    st.sampled_from(["\ud800", "\udcff", "\ufffd"]),
+)
+
+
+@FUZZ
+@given(st.lists(word_or_gap, max_size=400).map("".join), st.integers(0, 600))
+def test_clean_text_keeps_what_reading_every_word_kept(text: str, limit: int) -> None:
+    assert clean_text(text, limit) == clean_text_whole(text, limit)
+
+
+def test_clean_text_reads_on_past_a_long_gap() -> None:
+    text = "a" + " " * 50_000 + "bc " + "d" * 10_000
+    assert clean_text(text, 3) == clean_text_whole(text, 3) == "a b"
+    assert clean_text(text, 8) == clean_text_whole(text, 8) == "a bc ddd"
