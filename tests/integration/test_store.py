@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from fetcher.adapters import PROBE_LIMIT, MongoPositionStore, MongoTakenMail
@@ -160,6 +160,49 @@ def test_filters_on_ids_and_strings_find_exactly_what_they_match(store: Store) -
         found = sorted(d["_id"] for d in store.customers.find(query))
         assert found == sorted(d["_id"] for d in docs if expected(d)), query
         assert store.customers.count_documents(query) == len(found), query
+
+
+def _holds(doc: dict[str, object], wanted: set[str]) -> bool:
+    """MongoDB's equality of `tag` with a string: its value, or an element of its array."""
+    value = doc.get("tag")
+    return any(
+        isinstance(v, str) and v in wanted for v in (value if isinstance(value, list) else [value])
+    )
+
+
+def test_string_lookups_follow_every_write_and_index_change(store: Store) -> None:
+    """An indexed field compared to strings is looked up (the local store's values table,
+    kept by its triggers): each insert, update and delete, an index made over documents
+    already there and an index dropped leave the lookup finding what MongoDB would."""
+    things = store["things"]
+    shapes: list[object] = ["x", ["x", "y"], {"a": "x"}, [{"a": "x"}], 5, "y", ["y", "z"], None]
+    things.insert_many([{"_id": f"d{i}", "tag": tag} for i, tag in enumerate(shapes)])
+    things.insert_one({"_id": "none"})
+
+    def found(value: object) -> list[str]:
+        return sorted(d["_id"] for d in things.find({"tag": value}))
+
+    def check() -> None:
+        for value in ("x", "y", "z", {"$in": ["x", "z"]}):
+            wanted = {value} if isinstance(value, str) else set(value["$in"])  # type: ignore[index]
+            expected = sorted(d["_id"] for d in things.find({}) if _holds(d, wanted))
+            assert found(value) == expected, value
+
+    check()
+    things.create_index([("tag", ASCENDING)])  # over what is there
+    assert found("x") == ["d0", "d1"]
+    check()
+    things.update_one({"_id": "d0"}, {"$set": {"tag": ["y"]}})
+    things.update_one({"_id": "d5"}, {"$set": {"tag": ["x", "z"]}})  # was "y"
+    things.update_many({"tag": "z"}, {"$push": {"tag": "w"}})
+    things.delete_one({"_id": "d1"})
+    things.insert_one({"_id": "new", "tag": ["q", "x"]})
+    assert found("x") == ["d5", "new"]
+    check()
+    things.drop_index("tag_1")
+    things.insert_one({"_id": "after", "tag": "x"})
+    assert found("x") == ["after", "d5", "new"]
+    check()
 
 
 def test_an_update_command_of_many_statements_completes(store: Store) -> None:
