@@ -136,18 +136,17 @@ def _decode_chunk(chunk: bytes | str, charset: str | None) -> str:
 def clean_text(text: str, limit: int) -> str:
     """Collapse whitespace and control characters to single spaces; keep `limit` characters.
 
-    Reads only as much of `text` as the words it keeps (a window that grows as needed).
+    Reads a window of `text` that grows until its words fill the limit: a word the window
+    cuts still gives its first characters, and those are all that is kept of it.
     """
-    window = 4 * max(limit, 0) + 256
+    limit = max(limit, 0)
+    window = limit + limit // 4 + 64
     while True:
-        words = _WORDS.findall(text[:window])
-        if window < len(text) and words:
-            words.pop()  # the last word may go on past the window
-        joined = " ".join(words)
+        joined = " ".join(_WORDS.findall(text[:window]))
         if len(joined) >= limit or window >= len(text):
             break
         window *= 4
-    kept = joined[: max(limit, 0)]
+    kept = joined[:limit]
     # Words are kept whole up to the limit: a separator at the cut is not kept.
     return _SURROGATES.sub("\ufffd", kept[:-1] if kept.endswith(" ") else kept)
 
