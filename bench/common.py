@@ -331,9 +331,18 @@ def save_json(name: str, data: dict[str, Any]) -> Path:
     data = {"bench": name, "at": stamp, "machine": machine(), **data}
     path.write_text(json.dumps(data, indent=2, default=str))
     (RESULTS / f"{name}-latest.json").write_text(path.read_text())
-    print(f"\nresults: {path}")
+    print(f"\nresults: {path} (machine: {data['machine']})")
     return path
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    return {"cpus": os.cpu_count(), "load_avg": os.getloadavg(), "speed_s": speed()}
+
+
+def speed() -> float:
+    """Seconds a fixed pure-Python loop takes now: how fast this shared machine runs at the
+    moment (it has been seen to vary by half within an hour)."""
+    start, total = time.perf_counter(), 0
+    for i in range(2_000_000):
+        total += i
+    return round(time.perf_counter() - start, 3)
