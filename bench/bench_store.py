@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymongo import UpdateOne
 
-from bench.common import print_table, save_json
+from bench.common import print_table, proc_status, save_json
 from shared.store import Store
 from tests.services import load_local_env
 
@@ -40,13 +40,11 @@ def parse_args() -> argparse.Namespace:
 
 def store_cpu() -> float | None:
     """CPU seconds of the local store so far, or None if it is not the local one."""
-    pid_file = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
+    local = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
     try:
-        pid = int((pid_file / "ferretdb.pid").read_text())
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return proc_status(int((local / "ferretdb.pid").read_text()))["cpu_s"]
     except (OSError, ValueError):
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def seed(store: Store) -> None:

@@ -43,8 +43,6 @@ _HEADER_BUDGET = 262_144
 # More delimiter-like lines than this and the body is not parsed: the stdlib parser spends
 # a fraction of a millisecond on every part.
 _MAX_DELIMITER_LINES = 20_000
-
-
 _PLAIN_ASCII = re.compile(r"[^\x00-\x20\x7f<>,;()]*")
 _PLAIN_TEXT = re.compile(r"[\x20-\x7e\t]*")
 _ORDER_TAG = re.compile(r"\[#([A-Za-z0-9_/-]{1,64})\]")
@@ -315,9 +313,9 @@ def _date(fields: _Fields) -> datetime | None:
     raw = fields.raw("Date")
     if raw is None:
         return None
-    value = _plain_date(raw)
-    if value is None:
-        value = getattr(fields.parsed("Date", raw), "datetime", None)
+    # For an ASCII date the modern parser does no more than parsedate_to_datetime, which the
+    # lenient reading below tries first; it also formats the result and parses that again.
+    value = None if raw.isascii() else getattr(fields.parsed("Date", raw), "datetime", None)
     if not isinstance(value, datetime):
         value = _lenient_date(unescape_raw(raw[:_MAX_LENIENT]))
     if value is None:
@@ -325,16 +323,6 @@ def _date(fields: _Fields) -> datetime | None:
     try:
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except (OverflowError, ValueError):
-        return None
-
-
-def _plain_date(raw: str) -> datetime | None:
-    """An ASCII date as the modern parser reads it (it also formats and re-parses it)."""
-    if not raw.isascii() or len(raw) > MAX_PARSED_FIELD:
-        return None
-    try:
-        return parsedate_to_datetime(raw)
-    except Exception:  # the modern parser then tells the defect
         return None
 
 

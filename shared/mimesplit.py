@@ -47,10 +47,10 @@ def parse_text(text: str, policy: Policy) -> Message | None:
 def _message(text: str, policy: Policy, parent: Message | None, depth: int) -> Message:
     if depth > _MAX_DEPTH:
         raise _NotSimpleError
-    factory = policy.message_factory or Message
-    msg: Message = factory(policy=policy)
     if parent is not None and parent.get_content_type() == "multipart/digest":
         raise _NotSimpleError  # its parts default to message/rfc822
+    factory = policy.message_factory or Message
+    msg: Message = factory(policy=policy)
     body_start = _read_headers(msg, text, policy)
     body = text[body_start:]
     maintype = msg.get_content_maintype()
