@@ -5,7 +5,8 @@ attachment; 25 % order tags, 25 % known senders, 35 % new senders with "create c
 15 % auto-replies from unknown senders, skipped) is filled once per size and reused. In one run:
 a plain imaplib `UID FETCH BODY.PEEK[]` (the ceiling), getmail6 and mbsync into a Maildir, then
 the four stages as processes (durable quorum queues, confirms, acknowledged writes) from the
-fetcher's start to the last notification, with each stage's peak RSS and CPU time.
+fetcher's start to the last notification, with each stage's peak RSS and CPU time; then mbsync
+again, and the ratio to mbsync is against both of its runs together.
 """
 
 from __future__ import annotations
@@ -190,8 +191,8 @@ def report(count: int, base: dict[str, tuple[int, float]], load: dict[str, Any])
                  "seconds": load["seconds"], "mails/s": rate})  # fmt: skip
     print_table(f"First load of {count} mixed mails (same mailbox, same run)", rows)
     print_table("Per stage (cumulative: upstream stages bound each one)", load["stages"])
-    # A peer run more than once (mbsync, before and after the pipeline) counts as the mean
-    # of its runs: this machine's speed drifts by half within minutes (speed_s in the JSON).
+    # A peer run more than once (mbsync, before and after the pipeline) counts as all its runs
+    # together: this machine's speed drifts by half within minutes (speed_s in the JSON).
     runs: dict[str, list[tuple[int, float]]] = {}
     for k, run in base.items():
         runs.setdefault(k.split()[0], []).append(run)
