@@ -31,6 +31,7 @@ from bench.common import (
     quick_default,
     save_json,
     seed_crm,
+    service_cpu,
     terminate,
     wait_for,
 )
@@ -96,7 +97,7 @@ def pipeline(server: MailServer, user: str, count: int, args: argparse.Namespace
         with run.broker() as broker:
             queues = [broker.topology.work_queue(s) for s in ("binder", "assigner", "notifier")]
             wait_for(lambda: all(broker.queue_counts(q)[1] for q in queues), 60, "consumers")
-        t0 = datetime.now(UTC)
+        t0, services0 = datetime.now(UTC), service_cpu()
         stages.start("fetcher")
         profile = None
         if args.profile:
@@ -116,6 +117,7 @@ def pipeline(server: MailServer, user: str, count: int, args: argparse.Namespace
             except TimeoutError as exc:  # report what was done in the time given
                 print(f"INCOMPLETE: {exc}")
                 complete = False
+            services1 = service_cpu()
             usage = {s: proc_status(p.pid) for s, p in stages.procs.items()}
             for extra in (proc_status(p.pid) for p in more_binders):
                 usage["binder"]["cpu_s"] += extra["cpu_s"]
@@ -133,6 +135,8 @@ def pipeline(server: MailServer, user: str, count: int, args: argparse.Namespace
                 profile.stop()
             stages.stop_all()
         result = _figures(run, t0, count, expected, usage)
+        services = {k: services1[k] - services0[k] for k in services1.keys() & services0.keys()}
+        result["cpu"] = _cpu_table(count, usage, services)
         if profile is not None:
             result["profile"] = _show_profile(args.profile, profile.out)
         return result
@@ -174,6 +178,22 @@ def _figures(
             "complete": made >= expected, "stages": rows}  # fmt: skip
 
 
+def _cpu_table(
+    count: int, usage: dict[str, dict[str, float]], services: dict[str, float]
+) -> list[dict[str, Any]]:
+    """CPU per mail of every process of the load: the stages, and the local services from the
+    fetcher's start to the last notification (the benchmark's own polling included: one
+    collection-size query every 3 s)."""
+    used = {s: usage[s]["cpu_s"] for s in ("fetcher", "binder", "assigner", "notifier")}
+    used.update(sorted(services.items(), key=lambda kv: -kv[1]))
+    total = sum(used.values())
+    rows = [{"process": k, "cpu s": v, "ms per mail": v / count * 1e3, "share %": 100 * v / total}
+            for k, v in used.items()]  # fmt: skip
+    rows.append({"process": "all", "cpu s": total, "ms per mail": total / count * 1e3,
+                 "share %": 100.0})  # fmt: skip
+    return rows
+
+
 def _show_profile(stage: str, raw: Path) -> dict[str, Any]:
     own, areas = summary(raw)
     print_table(f"py-spy: {stage}, time by area (all threads, idle included)", areas)
@@ -191,6 +211,7 @@ def report(count: int, base: dict[str, tuple[int, float]], load: dict[str, Any])
                  "seconds": load["seconds"], "mails/s": rate})  # fmt: skip
     print_table(f"First load of {count} mixed mails (same mailbox, same run)", rows)
     print_table("Per stage (cumulative: upstream stages bound each one)", load["stages"])
+    print_table("CPU per mail, every process of the load", load["cpu"])
     # A peer run more than once (mbsync, before and after the pipeline) counts as all its runs
     # together: this machine's speed drifts by half within minutes (speed_s in the JSON).
     runs: dict[str, list[tuple[int, float]]] = {}

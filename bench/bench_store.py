@@ -5,7 +5,8 @@ binder takes them): the binder's reads of a batch's e-mails, customers and order
 new customers and e-mails; the assigner's read of the new customers, its updates of them and of
 their e-mails; the notifier's inserts of notifications. No attachments, no broker, no mailbox:
 a change to the store (deploy/local/ferretdb's patches) is measured here in seconds, on a
-database of its own. CPU is the local store's (its pid file); on another store, wall time only.
+database of its own, with the store's CPU per step. CPU is the local store's (its pid file); on
+another store, wall time only.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,35 +74,55 @@ def email(i: int, sender: str, now: datetime) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def batch(store: Store, ids: range, now: datetime) -> None:
+class Steps:
+    """The store's CPU seconds spent in each named step, added up over the batches."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        before = store_cpu() or 0.0
+        yield
+        self.cpu[name] = self.cpu.get(name, 0.0) + (store_cpu() or 0.0) - before
+
+
+def batch(store: Store, ids: range, now: datetime, step: Steps) -> None:
     """One binder batch and what the assigner and the notifier write for it."""
     senders = [f"known{i % KNOWN}@c.example" if i % 20 < 10 else f"new{i}@n.example" for i in ids]
     new = [i for i in ids if 10 <= i % 20 < 17]
-    list(store.emails.find({"_id": {"$in": [f"e{i}" for i in ids]}}))
-    wanted = {"$in": sorted(set(senders))}
-    list(store.customers.find({"tenant_id": "t", "emails": wanted}).sort("_id", 1))
-    numbers = {"$in": [str(10_000 + i % KNOWN) for i in ids if i % 20 < 5]}
-    list(store.orders.find({"tenant_id": "t", "number": numbers}).sort("_id", 1))
-    store.customers.insert_many(
-        [{"_id": f"mail-{i}", "tenant_id": "t", "emails": [f"new{i}@n.example"],
-          "manager_id": None, "created_at": now, "source": "mail"} for i in new]
-    )  # fmt: skip
-    store.emails.insert_many([email(i, s, now) for i, s in zip(ids, senders, strict=True)])
-    list(store.customers.find({"_id": {"$in": [f"mail-{i}" for i in new]}}))
-    store.customers.bulk_write(
-        [UpdateOne({"_id": f"mail-{i}"}, {"$set": {"manager_id": "m2"}}) for i in new]
-    )
-    store.emails.bulk_write(
-        [UpdateOne({"_id": f"e{i}", "tenant_id": "t"}, {"$set": {"manager_id": "m2"}})
-         for i in new]
-    )  # fmt: skip
+    with step("binder: read e-mails, customers, orders"):
+        list(store.emails.find({"_id": {"$in": [f"e{i}" for i in ids]}}))
+        wanted = {"$in": sorted(set(senders))}
+        list(store.customers.find({"tenant_id": "t", "emails": wanted}).sort("_id", 1))
+        numbers = {"$in": [str(10_000 + i % KNOWN) for i in ids if i % 20 < 5]}
+        list(store.orders.find({"tenant_id": "t", "number": numbers}).sort("_id", 1))
+    with step("binder: insert customers"):
+        store.customers.insert_many(
+            [{"_id": f"mail-{i}", "tenant_id": "t", "emails": [f"new{i}@n.example"],
+              "manager_id": None, "created_at": now, "source": "mail"} for i in new]
+        )  # fmt: skip
+    with step("binder: insert e-mails"):
+        store.emails.insert_many([email(i, s, now) for i, s in zip(ids, senders, strict=True)])
+    with step("assigner: read customers"):
+        list(store.customers.find({"_id": {"$in": [f"mail-{i}" for i in new]}}))
+    with step("assigner: update customers"):
+        store.customers.bulk_write(
+            [UpdateOne({"_id": f"mail-{i}"}, {"$set": {"manager_id": "m2"}}) for i in new]
+        )
+    with step("assigner: update e-mails"):
+        store.emails.bulk_write(
+            [UpdateOne({"_id": f"e{i}", "tenant_id": "t"}, {"$set": {"manager_id": "m2"}})
+             for i in new]
+        )  # fmt: skip
     notes = [
         {"_id": f"n{i}-{k}", "tenant_id": "t", "user_id": "m2", "kind": "incoming_email",
          "email_id": f"e{i}", "text": f"New mail: Question {i}", "created_at": now}
         for i in ids for k in range(2 if i in new else 1)
     ]  # fmt: skip
-    for start in range(0, len(notes), NOTIFY_CHUNK):
-        store.notifications.insert_many(notes[start : start + NOTIFY_CHUNK])
+    with step("notifier: insert notifications"):
+        for start in range(0, len(notes), NOTIFY_CHUNK):
+            store.notifications.insert_many(notes[start : start + NOTIFY_CHUNK])
 
 
 def main() -> None:
@@ -109,9 +132,9 @@ def main() -> None:
     store.client.drop_database(DATABASE)
     try:
         seed(store)
-        now, cpu0, t0 = datetime.now(UTC), store_cpu(), time.perf_counter()
+        now, cpu0, t0, step = datetime.now(UTC), store_cpu(), time.perf_counter(), Steps()
         for start in range(0, args.count, args.batch):
-            batch(store, range(start, min(start + args.batch, args.count)), now)
+            batch(store, range(start, min(start + args.batch, args.count)), now, step)
         wall, cpu1 = time.perf_counter() - t0, store_cpu()
     finally:
         store.client.drop_database(DATABASE)
@@ -123,7 +146,13 @@ def main() -> None:
         "store cpu s": cpu, "store cpu ms per mail": per_mail,
     }  # fmt: skip
     print_table("The store's work for a first load (no broker, no mailbox)", [row])
-    save_json("store", {"rows": [row]})
+    steps = [
+        {"step": name, "store cpu s": cpu_s, "ms per mail": cpu_s / args.count * 1e3}
+        for name, cpu_s in step.cpu.items()
+    ]
+    if cpu is not None:
+        print_table("Store CPU by step", steps)
+    save_json("store", {"rows": [row], "steps": steps})
 
 
 if __name__ == "__main__":

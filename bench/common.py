@@ -283,9 +283,50 @@ def proc_status(pid: int) -> dict[str, float]:
     """Peak RSS (VmHWM) in MB and CPU seconds (user + system) of a live process."""
     status = Path(f"/proc/{pid}/status").read_text()
     hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    return {"peak_rss_mb": hwm // 1024, "cpu_s": _cpu_s(pid)}
+
+
+def _cpu_s(pid: int, *, children: bool = False) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return {"peak_rss_mb": hwm // 1024, "cpu_s": (int(fields[11]) + int(fields[12])) / ticks}
+    used = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:  # cutime, cstime: the children it waited for
+        used += int(fields[13]) + int(fields[14])
+    return used / os.sysconf("SC_CLK_TCK")
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each local service (deploy/local's pid files): RabbitMQ,
+    the store, and Dovecot with its children (the ones it reaped and the live ones). A service
+    that is not local (no pid file, or not running) is left out."""
+    local = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
+    pid_files = {
+        "rabbitmq": local / "rabbitmq" / "rabbit.pid",
+        "store": local / "ferretdb.pid",
+        "dovecot": local / "dovecot" / "run" / "master.pid",
+    }
+    used: dict[str, float] = {}
+    for name, pid_file in pid_files.items():
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            used[name] = _cpu_s(pid, children=name == "dovecot")
+            if name == "dovecot":
+                used[name] += sum(_cpu_s(child) for child in _children(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    return used
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def terminate(procs: Iterable[subprocess.Popen[bytes]]) -> None:

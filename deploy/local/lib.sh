@@ -596,11 +596,14 @@ find_go() {
 #
 # The module is built with the patches in $FERRETDB_SRC/*.patch applied to a copy
 # of its source (sqlite-id-index.patch: the SQLite backend's `_id` lookups, updates
-# and deletes use the unique `_id` index instead of scanning the table).
+# and deletes use the unique `_id` index instead of scanning the table), and its
+# SQLite driver with the patches in $FERRETDB_SRC/modernc-sqlite/ (statement-cache.patch:
+# prepared statements are kept per connection instead of prepared at every use).
 ferretdb_build() {
     local f stale='' go build=$STATE/ferretdb-build module
     [ -x "$FERRETDB_BIN" ] || stale=1
-    for f in "$FERRETDB_SRC"/main.go "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum "$FERRETDB_SRC"/*.patch; do
+    for f in "$FERRETDB_SRC"/main.go "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum "$FERRETDB_SRC"/*.patch \
+        "$FERRETDB_SRC"/modernc-sqlite/*.patch; do
         [ "$f" -nt "$FERRETDB_BIN" ] && stale=1
     done
     [ -n "$stale" ] || return 0
@@ -616,7 +619,16 @@ ferretdb_build() {
     for f in "$FERRETDB_SRC"/*.patch; do
         patch --quiet -d "$build/FerretDB" -p1 <"$f" || die "ferretdb: $f does not apply"
     done
-    (cd "$build" && "$go" mod edit -replace github.com/FerretDB/FerretDB=./FerretDB &&
+    # The version of the driver that FerretDB requires (go.sum pins it).
+    module=$(cd "$build" && "$go" mod download -json modernc.org/sqlite |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') ||
+        die "ferretdb: go mod download modernc.org/sqlite failed"
+    cp -r "$module" "$build/sqlite" && chmod -R u+w "$build/sqlite"
+    for f in "$FERRETDB_SRC"/modernc-sqlite/*.patch; do
+        patch --quiet -d "$build/sqlite" -p1 <"$f" || die "ferretdb: $f does not apply"
+    done
+    (cd "$build" && "$go" mod edit -replace github.com/FerretDB/FerretDB=./FerretDB \
+        -replace modernc.org/sqlite=./sqlite &&
         "$go" build -buildvcs=false -o "$FERRETDB_BIN.tmp" .) ||
         die "ferretdb: go build failed"
     mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
