@@ -1,8 +1,10 @@
 """The body side of MIME parsing: charsets, the part walk, attachments and the text preview."""
 
+import base64
 import codecs
 import functools
 import html
+import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -139,6 +141,12 @@ def clean_text(text: str, limit: int) -> str:
     Reads a window of `text` that grows until its words fill the limit: a word the window
     cuts still gives its first characters, and those are all that is kept of it.
     """
+    return _clean_start(text, limit)[0]
+
+
+def _clean_start(text: str, limit: int) -> tuple[str, bool]:
+    """clean_text, and whether the words of `text` filled the limit (more text changes
+    nothing then)."""
     limit = max(limit, 0)
     window = limit + limit // 4 + 64
     while True:
@@ -148,7 +156,8 @@ def clean_text(text: str, limit: int) -> str:
         window *= 4
     kept = joined[:limit]
     # Words are kept whole up to the limit: a separator at the cut is not kept.
-    return _SURROGATES.sub("\ufffd", kept[:-1] if kept.endswith(" ") else kept)
+    cleaned = _SURROGATES.sub("\ufffd", kept[:-1] if kept.endswith(" ") else kept)
+    return cleaned, len(joined) >= limit
 
 
 def html_to_text(markup: str, limit: int) -> str:
@@ -358,17 +367,82 @@ def _part_text(part: Message) -> str:
         data = part.get_payload(decode=True)
     except Exception:  # transfer encodings that do not decode
         return ""
+    # Surrogates are left to clean_text, which reads the few characters the preview keeps.
+    return _decoded(data, _content_charset(part)) if isinstance(data, bytes) else ""
+
+
+_CHARSETS: dict[str, str | None] = {}
+
+
+def _content_charset(part: Message) -> str | None:
+    """The part's charset parameter (None when absent or unreadable).
+
+    It depends on the Content-Type value alone, and mail repeats a few of them: each is read
+    once.
+    """
+    key = str(part.get("content-type", ""))
+    try:
+        return _CHARSETS[key]
+    except KeyError:
+        pass
     try:
         charset = part.get_content_charset()
     except Exception:  # unreadable charset parameter: guess
         charset = None
-    # Surrogates are left to clean_text, which reads the few characters the preview keeps.
-    return _decoded(data, charset) if isinstance(data, bytes) else ""
+    if len(_CHARSETS) < 1024:
+        _CHARSETS[key] = charset
+    return charset
+
+
+_PREVIEW_WINDOW = 4096  # characters of a body first decoded for its preview; grows by 4
+_UUENCODED = frozenset({"x-uuencode", "uuencode", "uue", "x-uue"})
+
+
+def _plain_preview(part: Message, limit: int) -> str:
+    """clean_text of a text part's decoded body, decoding only the start of it that the
+    preview needs (a 20 KB body was decoded whole for 500 characters).
+
+    The start is cut at a line end, where quoted-printable and base64 lines decode on their
+    own, and decoded in the declared charset (UTF-8 without one) with an incremental decoder,
+    which holds back a character the cut splits. Anything else (no line end, base64 that is
+    not clean, a body not valid in its charset at the start, uuencode) is decoded whole, as
+    before. A charset error further on does not change how the start reads.
+    """
+    payload = vars(part).get("_payload")  # the raw text, which get_payload() would decode
+    cte = str(part.get("content-transfer-encoding", "")).lower()
+    window = _PREVIEW_WINDOW
+    while isinstance(payload, str) and cte not in _UUENCODED and window < len(payload):
+        cut = payload.rfind("\n", 0, window) + 1
+        start = _decoded_start(payload[:cut], cte, _content_charset(part)) if cut else None
+        if start is None:
+            break
+        text, full = _clean_start(start, limit)
+        if full:
+            return text
+        window *= 4
+    return clean_text(_part_text(part), limit)
+
+
+def _decoded_start(chunk: str, cte: str, charset: str | None) -> str | None:
+    """The text of a body's first lines, or None if they do not decode cleanly."""
+    try:
+        data = chunk.encode("ascii", "surrogateescape")  # as get_payload encodes the body
+        if cte == "quoted-printable":
+            data = quopri.decodestring(data)
+        elif cte == "base64":
+            data = b"".join(data.splitlines())
+            if len(data) % 4:
+                return None
+            data = base64.b64decode(data, validate=True)
+        codec = _codec_name(charset) or "utf-8"
+        return codecs.getincrementaldecoder(codec)("strict").decode(data, final=False)
+    except Exception:  # binascii.Error, UnicodeError, a codec without incremental decoding
+        return None
 
 
 def _preview(body: _Body, limit: int) -> str:
     for part in body.plain_parts:
-        text = clean_text(_part_text(part), limit)
+        text = _plain_preview(part, limit)
         if text:
             return text
     for part in body.html_parts:

@@ -722,6 +722,7 @@ ferretdb_start() {
                 -log-file "$FERRETDB_LOG" -pid-file "$FERRETDB_PID_FILE" \
                 -debug-addr "${MAILINTAKE_FERRETDB_DEBUG_ADDR:-}" \
                 -synchronous "${MAILINTAKE_FERRETDB_SYNCHRONOUS:-NORMAL}" \
+                -sqlite-pragmas "${MAILINTAKE_FERRETDB_PRAGMAS:-}" \
                 </dev/null >>"$FERRETDB_LOG" 2>&1 9>&- &
             echo $! >"$FERRETDB_PID_FILE"
         fi

@@ -7,6 +7,8 @@ reading a window of its text.
 
 from __future__ import annotations
 
+import base64
+import quopri
 import re
 from datetime import UTC, datetime
 from email import policy
@@ -22,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shared import mail
+from shared import mail, mailparts
 from shared.mailheaders import HeaderFactory
 from shared.mailparts import clean_text
 from shared.mimesplit import parse_bytes
@@ -259,3 +261,81 @@ def test_clean_text_reads_on_past_a_long_gap() -> None:
     text = "a" + " " * 50_000 + "bc " + "d" * 10_000
     assert clean_text(text, 3) == clean_text_whole(text, 3) == "a b"
     assert clean_text(text, 8) == clean_text_whole(text, 8) == "a bc ddd"
+
+
+# -- the preview decodes only the start of a body ---------------------------------------------
+BODY_CHARSETS = ["utf-8", "koi8-r", "shift_jis", "iso-8859-1", "us-ascii", None]
+ENCODE = {"base64": base64.encodebytes, "quoted-printable": quopri.encodestring, "8bit": bytes}
+
+
+def text_part(data: bytes, charset: str | None, cte: str) -> Message:
+    """A text/plain part as parse_mail reads it: `data` in `charset`, encoded with `cte`."""
+    param = f"; charset={charset}" if charset else ""
+    head = f"Content-Type: text/plain{param}\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+    return BytesParser(policy=mail_policy()).parsebytes(head.encode() + ENCODE[cte](data))
+
+
+def preview_whole(part: Message, limit: int) -> str:
+    """The preview as it was: the whole body decoded, then cleaned."""
+    return clean_text(mailparts._part_text(part), limit)
+
+
+body_text = st.lists(
+    st.one_of(
+        st.sampled_from(["Здравствуйте, ", "ご注文の配送日", "Grüße ", "hello ", "\n", "  \t"]),
+        st.text(min_size=1, max_size=20),
+    ),
+    max_size=3000,
+).map("".join)
+
+
+@FUZZ
+@given(
+    body_text,
+    st.sampled_from(BODY_CHARSETS),
+    st.sampled_from(sorted(ENCODE)),
+    st.integers(0, 700),
+)
+def test_the_preview_of_a_valid_body_is_what_decoding_it_whole_gave(
+    text: str, charset: str | None, cte: str, limit: int
+) -> None:
+    try:
+        data = text.encode(charset or "utf-8")
+    except UnicodeEncodeError:
+        assume(False)
+        return
+    part = text_part(data, charset, cte)
+    assert mailparts._plain_preview(part, limit) == preview_whole(part, limit)
+
+
+SENTENCES = {
+    "koi8-r": "Здравствуйте, где мой заказ? ",
+    "shift_jis": "ご注文の配送日について。",
+    "utf-8": "Grüße aus München. ",
+}
+
+
+@pytest.mark.parametrize("cte", sorted(ENCODE))
+@pytest.mark.parametrize("charset", sorted(SENTENCES))
+def test_a_long_body_is_read_in_its_charset_up_to_where_the_preview_ends(
+    cte: str, charset: str
+) -> None:
+    start = SENTENCES[charset] * 2000  # well past the first window
+    part = text_part(start.encode(charset), charset, cte)
+    assert mailparts._plain_preview(part, 500) == preview_whole(part, 500)
+    assert mailparts._plain_preview(part, 500) == clean_text(start, 500)
+    # Only the start is decoded: bytes the charset cannot read, far on, do not change it
+    # (decoded whole, the body fell back to another charset).
+    broken = text_part(start.encode(charset) + b"\xff\x80\x81\xfe" * 10, charset, cte)
+    assert mailparts._plain_preview(broken, 500) == clean_text(start, 500)
+
+
+@pytest.mark.parametrize("path", FILES, ids=file_id)
+def test_the_corpus_previews_are_what_decoding_whole_gave(path: Path) -> None:
+    try:
+        msg, _ = mail._parse_bytes(path.read_bytes(), mail_policy())
+    except mail.MailParseError:  # an empty file: nothing to preview
+        return
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain" and not part.is_multipart():
+            assert mailparts._plain_preview(part, 500) == preview_whole(part, 500)

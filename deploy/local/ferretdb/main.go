@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -30,6 +31,8 @@ func main() {
 		"SQLite's synchronous setting: FULL syncs the log to disk at every commit; NORMAL "+
 			"(like MongoDB's default write concern) leaves that to the OS, so an acknowledged "+
 			"write survives a crash of any process but may be lost on a power cut")
+	pragmas := flag.String("sqlite-pragmas", "",
+		"more SQLite pragmas for every connection, comma-separated, e.g. temp_store(memory)")
 	flag.Parse()
 
 	switch *synchronous {
@@ -46,13 +49,20 @@ func main() {
 		}()
 	}
 
-	if err := run(*listen, *dataDir, *logFile, *pidFile, *logLevel, *synchronous); err != nil {
+	url := "?_pragma=synchronous(" + *synchronous + ")"
+	for _, p := range strings.Split(*pragmas, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			url += "&_pragma=" + p
+		}
+	}
+
+	if err := run(*listen, *dataDir, *logFile, *pidFile, *logLevel, url); err != nil {
 		fmt.Fprintln(os.Stderr, "ferretdb-local:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, dataDir, logFile, pidFile, logLevel, synchronous string) error {
+func run(listen, dataDir, logFile, pidFile, logLevel, query string) error {
 	var out io.Writer = os.Stderr
 	if logFile != "" {
 		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -82,7 +92,7 @@ func run(listen, dataDir, logFile, pidFile, logLevel, synchronous string) error 
 		Listener:  ferretdb.ListenerConfig{TCP: listen},
 		Logger:    logger,
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/?_pragma=synchronous(" + synchronous + ")",
+		SQLiteURL: "file:" + dir + "/" + query,
 	})
 	if err != nil {
 		return err
