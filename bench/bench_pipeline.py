@@ -52,7 +52,14 @@ def parse_args() -> argparse.Namespace:
         default=quick_default(),
         help="300 mails, under a minute once the mailbox exists (BENCH_QUICK=1)",
     )
-    p.add_argument("--no-peers", action="store_true", help="skip getmail6 and mbsync")
+    p.add_argument(
+        "--peers",
+        choices=["all", "mbsync", "none"],
+        default="all",
+        help="the download-only peers run on the same mailbox: getmail6 and mbsync (all, the "
+        "default), mbsync alone (quicker: getmail6 takes minutes), or none",
+    )
+    p.add_argument("--no-peers", action="store_true", help="the same as --peers none")
     p.add_argument(
         "--profile",
         choices=["fetcher", "binder", "assigner", "notifier"],
@@ -66,16 +73,19 @@ def parse_args() -> argparse.Namespace:
         help="binder processes (the others: 1 each); their CPU is added up, their RSS is the peak",
     )
     args = p.parse_args()  # fmt: skip
+    if args.no_peers:
+        args.peers = "none"
     args.count = args.count or (300 if args.quick else 20_000)
     return args
 
 
-def peers(server: MailServer, user: str, count: int, skip: bool) -> dict[str, tuple[int, float]]:
+def peers(server: MailServer, user: str, count: int, which: str) -> dict[str, tuple[int, float]]:
     imaplib_fetch(server, user)  # warm the page cache: every reader after it sees the same
     out = {"imaplib UID FETCH BODY.PEEK[] (ceiling)": imaplib_fetch(server, user)}
-    if not skip and not ensure_tools():
-        print(f"getmail6 on {count} mails...", flush=True)
-        out["getmail6 -> Maildir"] = getmail6(server, user)
+    if which != "none" and not ensure_tools():
+        if which == "all":
+            print(f"getmail6 on {count} mails...", flush=True)
+            out["getmail6 -> Maildir"] = getmail6(server, user)
         print(f"mbsync on {count} mails...", flush=True)
         out["mbsync -> Maildir, before"] = mbsync(server, user)
     return out
@@ -238,7 +248,7 @@ def main() -> int:
     user = f"benchmix{args.count}v1"
     reused, fill_s = cached_mailbox(server, user, args.count, mixed_mail)
     print(f"mailbox {user}: {'reused' if reused else f'filled in {fill_s:.0f}s'}", flush=True)
-    base = peers(server, user, args.count, args.no_peers)
+    base = peers(server, user, args.count, args.peers)
     print(f"mailintake on {args.count} mails...", flush=True)
     load = pipeline(server, user, args.count, args)
     if any(k.startswith("mbsync") for k in base):  # again, right after, on the same mailbox

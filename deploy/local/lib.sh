@@ -715,7 +715,8 @@ ferretdb_start() {
             # The binary writes the pid file once it listens; record the pid now
             # as well so that a failed start can be detected.
             # MAILINTAKE_FERRETDB_DEBUG_ADDR=127.0.0.1:8088 serves Go's pprof for profiling;
-            # MAILINTAKE_FERRETDB_SYNCHRONOUS=FULL syncs the log at every commit (see main.go).
+            # MAILINTAKE_FERRETDB_SYNCHRONOUS=FULL syncs the log at every commit (see main.go);
+            # MAILINTAKE_FERRETDB_PRAGMAS="temp_store(memory),…" adds SQLite pragmas.
             # GOGC=400: the store's Go heap is small, and collecting it less often saves CPU.
             # shellcheck disable=SC2094 # the binary appends to the same log
             GOGC="${MAILINTAKE_FERRETDB_GOGC:-400}" setsid "$FERRETDB_BIN" -listen-addr "$BIND_ADDR:$MONGO_PORT" -data-dir "$FERRETDB_DATA" \

@@ -236,6 +236,32 @@ def test_each_statement_of_an_update_sees_what_the_ones_before_it_wrote(store: S
     assert sorted([found["c1"], found["c2"]]) == [0, 5]
 
 
+def test_a_query_run_again_reads_what_is_there_now(store: Store) -> None:
+    """The same query, run again and again (the local store keeps its prepared statement per
+    connection): each run reads the writes before it, a cursor still open meanwhile reads on
+    undisturbed, and a collection dropped and made again, with other indexes, is read anew."""
+    things = store["things"]
+    things.insert_many([{"_id": f"d{i:03}", "tag": "x", "n": i} for i in range(300)])
+
+    def tagged() -> list[int]:
+        return [d["n"] for d in things.find({"tag": "x"}, sort=[("_id", ASCENDING)])]
+
+    assert tagged() == list(range(300))
+    open_cursor = things.find({"tag": "x"}, sort=[("_id", ASCENDING)], batch_size=10)
+    first = [next(open_cursor)["n"] for _ in range(5)]
+    things.update_one({"_id": "d000"}, {"$set": {"tag": "y"}})
+    things.insert_one({"_id": "d999", "tag": "x", "n": 999})
+    assert tagged() == [*range(1, 300), 999]
+    rest = [d["n"] for d in open_cursor]  # a later insert may or may not be seen
+    assert first + rest[:295] == list(range(300)) and rest[295:] in ([], [999])
+    things.drop()
+    things.create_index([("tag", ASCENDING)])
+    things.insert_many([{"_id": "a", "tag": ["x"], "n": -1}, {"_id": "b", "tag": "z", "n": -2}])
+    assert tagged() == [-1]
+    things.drop_index("tag_1")
+    assert tagged() == [-1]
+
+
 def test_own_cache_answers_a_batch_from_one_read_and_checks_the_tenant(store: Store) -> None:
     store.customers.insert_many(
         [{"_id": "c1", "tenant_id": "t1"}, {"_id": "c2", "tenant_id": "t2"}]
