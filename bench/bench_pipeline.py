@@ -5,13 +5,16 @@ attachment; 25 % order tags, 25 % known senders, 35 % new senders with "create c
 15 % auto-replies from unknown senders, skipped) is filled once per size and reused. In one run:
 a plain imaplib `UID FETCH BODY.PEEK[]` (the ceiling), getmail6 and mbsync into a Maildir, then
 the four stages as processes (durable quorum queues, confirms, acknowledged writes) from the
-fetcher's start to the last notification, with each stage's peak RSS and CPU time; then mbsync
-again, and the ratio to mbsync is against both of its runs together.
+fetcher's start to the last notification, with each stage's peak RSS and CPU time and the CPU of
+every process of the load per mail; then mbsync again, and the ratio to mbsync is against both of
+its runs together. `--record-store DIR` also records the stages' store commands, which
+bench/store_replay.py breaks down by stage, command and collection.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +69,12 @@ def parse_args() -> argparse.Namespace:
         help="py-spy this stage during the load and print where its time went",
     )
     p.add_argument("--timeout", type=float, default=600, help="seconds given to the 4 stages")
+    p.add_argument(
+        "--record-store",
+        type=Path,
+        metavar="DIR",
+        help="record the stages' store commands into DIR, for bench/store_replay.py DIR",
+    )
     p.add_argument(
         "--binders",
         type=int,
@@ -248,6 +257,13 @@ def report(count: int, base: dict[str, tuple[int, float]], load: dict[str, Any])
 def main() -> int:
     args = parse_args()
     load_local_env()
+    if args.record_store:  # inherited by the stage processes alone (see bench/recorder/)
+        args.record_store.mkdir(parents=True, exist_ok=True)
+        recorder = str(Path(__file__).resolve().parent / "recorder")
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [recorder, os.environ.get("PYTHONPATH")])
+        )
+        os.environ["MAILINTAKE_BENCH_RECORD"] = str(args.record_store.resolve())
     server = mail_server()
     user = f"benchmix{args.count}v1"
     reused, fill_s = cached_mailbox(server, user, args.count, mixed_mail)
