@@ -600,7 +600,7 @@ find_go() {
 # SQLite driver with the patches in $FERRETDB_SRC/modernc-sqlite/ (statement-cache.patch:
 # prepared statements are kept per connection instead of prepared at every use).
 ferretdb_build() {
-    local f stale='' go build=$STATE/ferretdb-build module
+    local f stale='' go build=$STATE/ferretdb-build
     [ -x "$FERRETDB_BIN" ] || stale=1
     for f in "$FERRETDB_SRC"/main.go "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum "$FERRETDB_SRC"/*.patch \
         "$FERRETDB_SRC"/modernc-sqlite/*.patch; do
@@ -612,26 +612,26 @@ ferretdb_build() {
     say "ferretdb: building $FERRETDB_BIN"
     rm -rf "$build" && mkdir -p "$build"
     cp "$FERRETDB_SRC"/main.go "$FERRETDB_SRC"/go.mod "$FERRETDB_SRC"/go.sum "$build"/
-    module=$(cd "$build" && "$go" mod download -json github.com/FerretDB/FerretDB |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') ||
-        die "ferretdb: go mod download failed"
-    cp -r "$module" "$build/FerretDB" && chmod -R u+w "$build/FerretDB"
-    for f in "$FERRETDB_SRC"/*.patch; do
-        patch --quiet -d "$build/FerretDB" -p1 <"$f" || die "ferretdb: $f does not apply"
-    done
-    # The version of the driver that FerretDB requires (go.sum pins it).
-    module=$(cd "$build" && "$go" mod download -json modernc.org/sqlite |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') ||
-        die "ferretdb: go mod download modernc.org/sqlite failed"
-    cp -r "$module" "$build/sqlite" && chmod -R u+w "$build/sqlite"
-    for f in "$FERRETDB_SRC"/modernc-sqlite/*.patch; do
-        patch --quiet -d "$build/sqlite" -p1 <"$f" || die "ferretdb: $f does not apply"
-    done
+    ferretdb_patched_module "$go" "$build" github.com/FerretDB/FerretDB FerretDB "$FERRETDB_SRC"
+    ferretdb_patched_module "$go" "$build" modernc.org/sqlite sqlite "$FERRETDB_SRC/modernc-sqlite"
     (cd "$build" && "$go" mod edit -replace github.com/FerretDB/FerretDB=./FerretDB \
         -replace modernc.org/sqlite=./sqlite &&
         "$go" build -buildvcs=false -o "$FERRETDB_BIN.tmp" .) ||
         die "ferretdb: go build failed"
     mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+}
+
+# Copy module $3, at the version the build in $2 requires (go.sum pins it), to $2/$4 and
+# apply the patches $5/*.patch to it. Before the build's go.mod replaces the module.
+ferretdb_patched_module() {
+    local go=$1 build=$2 path=$3 dir=$4 patches=$5 module f
+    module=$(cd "$build" && "$go" mod download -json "$path" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') ||
+        die "ferretdb: go mod download $path failed"
+    cp -r "$module" "$build/$dir" && chmod -R u+w "$build/$dir"
+    for f in "$patches"/*.patch; do
+        patch --quiet -d "$build/$dir" -p1 <"$f" || die "ferretdb: $f does not apply"
+    done
 }
 
 # Ask the server for `ping` (pymongo when importable, else a raw OP_MSG).
