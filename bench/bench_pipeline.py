@@ -205,8 +205,8 @@ def _cpu_table(
     count: int, usage: dict[str, dict[str, float]], services: dict[str, float]
 ) -> list[dict[str, Any]]:
     """CPU per mail of every process of the load: the stages, and the local services from the
-    fetcher's start to the last notification (the benchmark's own polling included: one
-    collection-size query every 3 s)."""
+    fetcher's start to the last notification (with the benchmark's own queries on whether the
+    load is done)."""
     used = {s: usage[s]["cpu_s"] for s in ("fetcher", "binder", "assigner", "notifier")}
     used.update(sorted(services.items(), key=lambda kv: -kv[1]))
     total = sum(used.values())

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymongo import UpdateOne
 
-from bench.common import print_table, proc_status, save_json
+from bench.common import print_table, save_json, store_cpu
 from shared.store import Store
 from tests.services import load_local_env
 
@@ -39,15 +39,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--count", type=int, default=20_000, help="mails (20000)")
     p.add_argument("--batch", type=int, default=150, help="mails per binder batch (150)")
     return p.parse_args()
-
-
-def store_cpu() -> float | None:
-    """CPU seconds of the local store so far, or None if it is not the local one."""
-    local = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
-    try:
-        return proc_status(int((local / "ferretdb.pid").read_text()))["cpu_s"]
-    except (OSError, ValueError):
-        return None
 
 
 def seed(store: Store) -> None:

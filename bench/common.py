@@ -294,26 +294,38 @@ def _cpu_s(pid: int, *, children: bool = False) -> float:
     return used / os.sysconf("SC_CLK_TCK")
 
 
-def service_cpu() -> dict[str, float]:
-    """CPU seconds used so far by each local service (deploy/local's pid files): RabbitMQ,
-    the store, and Dovecot with its children (the ones it reaped and the live ones). A service
-    that is not local (no pid file, or not running) is left out."""
+def _local_pid_files() -> dict[str, Path]:
+    """deploy/local's pid file of each service."""
     local = Path(os.environ.get("MAILINTAKE_LOCAL_DIR", "/var/tmp/mailintake-local"))
-    pid_files = {
+    return {
         "rabbitmq": local / "rabbitmq" / "rabbit.pid",
         "store": local / "ferretdb.pid",
         "dovecot": local / "dovecot" / "run" / "master.pid",
     }
-    used: dict[str, float] = {}
-    for name, pid_file in pid_files.items():
-        try:
-            pid = int(pid_file.read_text().split()[0])
-            used[name] = _cpu_s(pid, children=name == "dovecot")
-            if name == "dovecot":
-                used[name] += sum(_cpu_s(child) for child in _children(pid))
-        except (OSError, ValueError, IndexError):
-            continue
-    return used
+
+
+def _service_cpu_s(name: str, pid_file: Path) -> float | None:
+    """CPU seconds of one local service so far; None if it is not local or not running."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        if name != "dovecot":
+            return _cpu_s(pid)
+        # Dovecot's work is done by its children: the ones it reaped and the live ones.
+        return _cpu_s(pid, children=True) + sum(_cpu_s(child) for child in _children(pid))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each local service: RabbitMQ, the store and Dovecot. A service
+    that is not local (no pid file, or not running) is left out."""
+    used = {name: _service_cpu_s(name, path) for name, path in _local_pid_files().items()}
+    return {name: cpu for name, cpu in used.items() if cpu is not None}
+
+
+def store_cpu() -> float | None:
+    """CPU seconds of the local store so far, or None if the store is not the local one."""
+    return _service_cpu_s("store", _local_pid_files()["store"])
 
 
 def _children(pid: int) -> list[int]:

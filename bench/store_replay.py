@@ -22,8 +22,7 @@ import bson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_store import store_cpu
-from bench.common import print_table, save_json
+from bench.common import print_table, save_json, store_cpu
 from shared.store import Store
 from tests.services import load_local_env
 
