@@ -410,10 +410,11 @@ def _plain_preview(part: Message, limit: int) -> str:
     """
     payload = vars(part).get("_payload")  # the raw text, which get_payload() would decode
     cte = str(part.get("content-transfer-encoding", "")).lower()
+    codec = _codec_name(_content_charset(part)) or "utf-8"
     window = _PREVIEW_WINDOW
     while isinstance(payload, str) and cte not in _UUENCODED and window < len(payload):
         cut = payload.rfind("\n", 0, window) + 1
-        start = _decoded_start(payload[:cut], cte, _content_charset(part)) if cut else None
+        start = _decoded_start(payload[:cut], cte, codec) if cut else None
         if start is None:
             break
         text, full = _clean_start(start, limit)
@@ -423,7 +424,7 @@ def _plain_preview(part: Message, limit: int) -> str:
     return clean_text(_part_text(part), limit)
 
 
-def _decoded_start(chunk: str, cte: str, charset: str | None) -> str | None:
+def _decoded_start(chunk: str, cte: str, codec: str) -> str | None:
     """The text of a body's first lines, or None if they do not decode cleanly."""
     try:
         data = chunk.encode("ascii", "surrogateescape")  # as get_payload encodes the body
@@ -434,7 +435,6 @@ def _decoded_start(chunk: str, cte: str, charset: str | None) -> str | None:
             if len(data) % 4:
                 return None
             data = base64.b64decode(data, validate=True)
-        codec = _codec_name(charset) or "utf-8"
         return codecs.getincrementaldecoder(codec)("strict").decode(data, final=False)
     except Exception:  # binascii.Error, UnicodeError, a codec without incremental decoding
         return None
