@@ -24,7 +24,9 @@ def handle_mail_bound(
     empty group or a missing one the customer stays unassigned, the reason is written on the
     e-mail, and the mail still goes on to the notifier. Mail for existing customers and orders
     passes through unchanged; only when "notify manager" is on and the order had no manager
-    is the customer's manager looked up, so that the right person is told.
+    is the customer's manager looked up, so that the right person is told. (The binder sends
+    only such mail and new customers here, see `binder.handlers.needs_assigner`; the rest it
+    routes itself.)
     """
     fields = event.model_dump(exclude={"event_id", "occurred_at", "schema_version"})
     if not event.customer_created:

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pymongo import monitoring
 
 from bench.common import Run, mixed_mail, print_table, seed_crm
-from shared.contracts import AccountOptions, Event, MailFetched, MailSkipped
+from shared.contracts import AccountOptions, Event, MailFetched
 from shared.logging import configure_logging
+from shared.topology import STAGE_BINDINGS
 
 
 class Counting(monitoring.CommandListener):
@@ -74,20 +75,21 @@ def run_stages(run: Run, count: int, listener: Counting) -> dict[str, float]:
         owner_id="u-owner", create_customer=True, manager_group_id="g-new",
         notify_manager=True, notify_skipped=True, ignore_auto_replies=True,
     )  # fmt: skip
-    batch: list[tuple[Event, bytes | None]] = [
-        fetched(i, run.tenant, options) for i in range(count)
-    ]
+    inbox: dict[str, list[tuple[Event, bytes | None]]] = {
+        "binder": [fetched(i, run.tenant, options) for i in range(count)],
+        "assigner": [],
+        "notifier": [],
+    }
     seconds: dict[str, float] = {}
-    skipped: list[tuple[Event, bytes | None]] = []  # from the binder straight to the notifier
     for stage in ("binder", "assigner", "notifier"):
         listener.stage = stage
         t0 = time.perf_counter()
-        outputs = [out for event, raw in batch for out in handlers[stage](event, raw)]
+        outputs = [out for event, raw in inbox[stage] for out in handlers[stage](event, raw)]
         seconds[stage] = time.perf_counter() - t0
-        batch = [(e, None) for e in outputs if e.event_type != MailSkipped.event_type]
-        skipped += [(e, None) for e in outputs if e.event_type == MailSkipped.event_type]
-        if stage == "assigner":
-            batch += skipped
+        for out in outputs:  # to the stage whose queue is bound to its routing key
+            for consumer in ("assigner", "notifier"):
+                if out.event_type in STAGE_BINDINGS[consumer]:
+                    inbox[consumer].append((out, None))
     return seconds
 
 

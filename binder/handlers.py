@@ -7,7 +7,14 @@ from typing import Any
 
 from binder.ports import BlobStore, CrmDirectory, EmailArchive
 from binder.rules import Bound, Skipped, bind
-from shared.contracts import Event, MailBound, MailFetched, MailSkipped, MailSummary
+from shared.contracts import (
+    Event,
+    MailBound,
+    MailFetched,
+    MailRouted,
+    MailSkipped,
+    MailSummary,
+)
 from shared.mail import MailParseError, ParsedMail, parse_mail
 
 
@@ -169,8 +176,23 @@ def skipped_document(
     return doc
 
 
+def needs_assigner(event: MailFetched, doc: dict[str, Any]) -> bool:
+    """Whether a bound mail has something for the assigner to settle.
+
+    A customer this mail created is to be given a manager; with "notify manager", a binding
+    without a manager (an order with none, a customer not yet assigned) has the customer's
+    manager looked up, as late as possible. Any other bound mail the assigner would pass on
+    unchanged: the binder routes it to the notifier itself, one hop fewer.
+    """
+    if doc.get("customer_created"):
+        return True
+    return doc.get("manager_id") is None and event.options.notify_manager
+
+
 def outcome_event(event: MailFetched, doc: dict[str, Any], *, now: datetime) -> Event:
-    """The event for the next stage, built from the stored document alone."""
+    """The event for the next stage, built from the stored document alone: `mail.bound` for
+    the assigner when `needs_assigner`, else `mail.routed` for the notifier (a `MailRouted`
+    is a `MailBound` whose manager is settled), or `mail.skipped`."""
     summary = MailSummary(
         from_address=doc.get("from_address"),
         from_name=doc.get("from_name"),
@@ -179,7 +201,8 @@ def outcome_event(event: MailFetched, doc: dict[str, Any], *, now: datetime) -> 
         message_id=doc.get("message_id"),
     )
     if doc["status"] == "bound":
-        return MailBound.caused_by(
+        bound = MailBound if needs_assigner(event, doc) else MailRouted
+        return bound.caused_by(
             event,
             now=now,
             options=event.options,

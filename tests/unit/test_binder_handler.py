@@ -6,12 +6,26 @@ from datetime import UTC, datetime
 
 import pytest
 
+from assigner.handlers import handle_mail_bound
 from binder.batch import parse_batch, wanted_lookups
 from binder.handlers import handle_mail_fetched
-from shared.contracts import AccountOptions, Event, MailBound, MailFetched, MailSkipped
+from shared.contracts import (
+    AccountOptions,
+    Event,
+    MailBound,
+    MailFetched,
+    MailRouted,
+    MailSkipped,
+)
 from shared.mail import MailParseError
 from tests.conftest import make_mail
-from tests.fakes import FakeBlobStore, FakeCrmDirectory, FakeEmailArchive
+from tests.fakes import (
+    FakeAssignmentRecords,
+    FakeBlobStore,
+    FakeCrmDirectory,
+    FakeEmailArchive,
+    FakeManagerRotation,
+)
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 T = "tenant-1"
@@ -98,6 +112,41 @@ def test_bound(
 def test_order_binding_carries_the_orders_manager(crm: FakeCrmDirectory) -> None:
     out, _ = run(crm, make_mail("ann@example.com", "[#3112]"))
     assert isinstance(out, MailBound) and out.manager_id == "m-order"
+
+
+@pytest.mark.parametrize(
+    ("sender", "subject", "options", "event_type"),
+    [
+        # the manager is known at binding: straight to the notifier
+        ("ann@example.com", "hello", {"notify_manager": True}, "mail.routed"),
+        ("x@y.z", "[#3112] where is it", {"notify_manager": True}, "mail.routed"),
+        # nobody is to be told: nothing to settle either
+        ("bob@example.com", "hello", {}, "mail.routed"),
+        ("x@y.z", "[#2024-17]", {}, "mail.routed"),
+        # the assigner looks the manager up (order or customer without one) ...
+        ("bob@example.com", "hello", {"notify_manager": True}, "mail.bound"),
+        ("x@y.z", "[#2024-17]", {"notify_manager": True}, "mail.bound"),
+        # ... or gives the customer this mail created one
+        ("new@example.com", "hi", {"create_customer": True}, "mail.bound"),
+    ],
+)
+def test_only_mail_with_something_to_settle_goes_to_the_assigner(
+    crm: FakeCrmDirectory, sender: str, subject: str, options: dict[str, bool], event_type: str
+) -> None:
+    out, archive = run(crm, make_mail(sender, subject), fetched(**options))
+    assert isinstance(out, MailBound) and out.event_type == event_type
+    assert isinstance(out, MailRouted) == (event_type == "mail.routed")
+    doc = archive.docs["e1"]
+    assert (out.customer_id, out.order_id, out.manager_id) == (
+        doc["customer_id"], doc["order_id"], doc["manager_id"]
+    )  # fmt: skip
+    if isinstance(out, MailRouted):  # what the assigner would have passed on, the same
+        bound = MailBound.model_validate(out.model_dump(exclude={"assigned_now"}))
+        [passed] = handle_mail_bound(
+            bound, rotation=FakeManagerRotation(), records=FakeAssignmentRecords(), now=NOW
+        )
+        ids = {"event_id", "occurred_at"}
+        assert passed.model_dump(exclude=ids) == out.model_dump(exclude=ids)
 
 
 def test_unknown_sender_without_create_is_skipped(crm: FakeCrmDirectory) -> None:
