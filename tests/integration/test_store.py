@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fetcher.adapters import PROBE_LIMIT, MongoPositionStore, MongoTakenMail
 from fetcher.ports import Position
@@ -203,6 +203,27 @@ def test_string_lookups_follow_every_write_and_index_change(store: Store) -> Non
     things.insert_one({"_id": "after", "tag": "x"})
     assert found("x") == ["after", "d5", "new"]
     check()
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_an_insert_failing_on_a_duplicate_leaves_no_part_of_its_batch_behind(
+    store: Store, ordered: bool
+) -> None:
+    """The store inserts a batch with one statement and, when it fails on a duplicate _id,
+    again one document at a time: the failed statement leaves nothing behind, neither rows
+    nor the lookup entries of their indexed strings."""
+    things = store["things"]
+    things.create_index([("tag", ASCENDING)])
+    things.insert_one({"_id": "d3", "tag": "old"})
+    docs = [{"_id": f"d{i}", "tag": ["new", f"t{i}"]} for i in range(6)]
+    with pytest.raises(BulkWriteError) as failed:
+        things.insert_many(docs, ordered=ordered)
+    assert [e["index"] for e in failed.value.details["writeErrors"]] == [3]
+    stored = ["d0", "d1", "d2"] if ordered else ["d0", "d1", "d2", "d4", "d5"]
+    assert sorted(d["_id"] for d in things.find({"tag": "new"})) == stored
+    assert sorted(d["_id"] for d in things.find({"tag": "old"})) == ["d3"]
+    assert [d["_id"] for d in things.find({"tag": "t3"})] == []
+    assert things.count_documents({}) == len(stored) + 1
 
 
 def test_an_update_command_of_many_statements_completes(store: Store) -> None:
