@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -236,6 +237,35 @@ def test_an_update_command_of_many_statements_completes(store: Store) -> None:
     )
     assert result.modified_count == 300
     assert store.customers.count_documents({"tenant_id": "t", "manager_id": "m1"}) == 100
+
+
+@pytest.mark.parametrize("count", [50, 1200])
+def test_a_batch_of_updates_writes_the_documents_it_names_and_no_other(
+    store: Store, count: int
+) -> None:
+    """The local store writes a command's updates by _id together (one statement up to
+    1,000 documents, else one transaction): each named document gets its own new value,
+    an _id not there matches nothing, the rest stay as they were, and lookups by an indexed
+    string follow (the values table)."""
+    things = store["things"]
+    things.create_index([("tag", ASCENDING)])
+    oid = ObjectId()
+    things.insert_many([{"_id": f"c{i}", "tag": "old", "n": i} for i in range(count + 10)])
+    things.insert_one({"_id": oid, "tag": "old", "n": -1})
+    named = [f"c{i}" for i in range(count)] + [oid, "missing"]
+    result = things.bulk_write(
+        [UpdateOne({"_id": i}, {"$set": {"tag": ["new", f"t-{i}"]}}) for i in named],
+        ordered=False,
+    )
+    assert (result.matched_count, result.modified_count) == (count + 1, count + 1)
+    assert sorted(map(str, (d["_id"] for d in things.find({"tag": "new"})))) == sorted(
+        map(str, named[:-1])
+    )
+    assert [d["_id"] for d in things.find({"tag": f"t-{oid}"})] == [oid]
+    assert [d["n"] for d in things.find({"tag": "t-c7"})] == [7]
+    assert sorted(d["_id"] for d in things.find({"tag": "old"})) == sorted(
+        f"c{i}" for i in range(count, count + 10)
+    )
 
 
 def test_each_statement_of_an_update_sees_what_the_ones_before_it_wrote(store: Store) -> None:
