@@ -24,6 +24,22 @@ def test_indexes_are_created_and_ensuring_twice_is_harmless(store: Store) -> Non
         assert [(k, v) for k, v in keys] in [[(k, int(v)) for k, v in ix] for ix in indexed]
 
 
+def test_collection_stats_name_every_index(store: Store) -> None:
+    """collStats lists each index by its name (the local store builds no SQLite index for
+    a non-unique one, which no query of it reads, and reports it with size 0)."""
+    things = store["things"]
+    things.insert_one({"_id": "a", "tag": "x"})
+    things.create_index([("tag", ASCENDING)])
+    things.create_index([("code", ASCENDING)], unique=True)
+    sizes = store.db.command("collStats", "things")["indexSizes"]
+    assert set(sizes) == {"_id_", "tag_1", "code_1"}
+    assert all(size >= 0 for size in sizes.values())
+    assert [d["_id"] for d in things.find({"tag": "x"})] == ["a"]
+    things.insert_one({"_id": "b", "code": "c1"})
+    with pytest.raises(DuplicateKeyError):  # a unique index still enforces
+        things.insert_one({"_id": "c", "code": "c1"})
+
+
 def test_duplicate_id_is_refused(store: Store) -> None:
     store.emails.insert_one({"_id": "e1", "tenant_id": "t"})
     with pytest.raises(DuplicateKeyError):
