@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -13,6 +15,11 @@ import structlog
 _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api_?key|credential", re.I)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@", re.I)
 REDACTED = "***"
+
+# The ids of the message in hand, as one mapping: set and reset once per message, where
+# structlog's bound_contextvars sets, reads back and resets a context variable per id.
+_MESSAGE_IDS: ContextVar[Mapping[str, Any] | None] = ContextVar("mailintake_ids", default=None)
+_debug = False
 
 
 def redact_text(text: str) -> str:
@@ -39,8 +46,37 @@ def redact_secrets(
     return event_dict
 
 
+@contextmanager
+def message_context(**ids: Any) -> Iterator[None]:
+    """Every log line written inside the block carries `ids` (inner blocks add to them)."""
+    outer = _MESSAGE_IDS.get()
+    token = _MESSAGE_IDS.set({**outer, **ids} if outer else ids)
+    try:
+        yield
+    finally:
+        _MESSAGE_IDS.reset(token)
+
+
+def merge_message_context(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the ids of message_context, unless the line names them itself."""
+    ids = _MESSAGE_IDS.get()
+    if ids:
+        for key, value in ids.items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are written: a hot path checks this before it builds one."""
+    return _debug
+
+
 def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
     """Route structlog and stdlib logging to stderr in the chosen format."""
+    global _debug
+    threshold = logging.getLevelName(level.upper())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
@@ -48,6 +84,7 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        merge_message_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
@@ -55,7 +92,7 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
     ]
     structlog.configure(
         processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
@@ -63,15 +100,16 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[structlog.stdlib.add_log_level, *shared[2:]],
+            foreign_pre_chain=[structlog.stdlib.add_log_level, *shared[3:]],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("mailintake").setLevel(level.upper())
+    _debug = threshold <= logging.DEBUG
 
 
 def get_logger(name: str = "mailintake") -> Any:
-    """A structlog logger; bind ids with structlog.contextvars.bound_contextvars."""
+    """A structlog logger; bind ids with message_context (or structlog's bound_contextvars)."""
     return structlog.get_logger(name)

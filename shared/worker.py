@@ -9,8 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-import structlog
-
 from shared.contracts import Event
 from shared.errors import (
     BrokerUnavailableError,
@@ -18,7 +16,7 @@ from shared.errors import (
     PublishNotConfirmedError,
     StoreUnavailableError,
 )
-from shared.logging import get_logger
+from shared.logging import debug_enabled, get_logger, message_context
 from shared.messaging import Broker, failure_headers
 from shared.topology import Topology
 from shared.wire import H_ATTEMPT, H_ERROR, Incoming, Outgoing, decode_event, encode_event
@@ -91,7 +89,7 @@ class StageWorker:
 
     def handle(self, event: Event, payload: bytes | None) -> list[Outgoing]:
         """Run the handler with the ids bound to the log context; its outputs, encoded."""
-        with structlog.contextvars.bound_contextvars(
+        with message_context(
             tenant_id=event.tenant_id,
             account_id=event.account_id,
             email_id=event.email_id,
@@ -99,7 +97,8 @@ class StageWorker:
             queue=self.queue,
         ):
             outputs = self._handler(event, payload)
-            log.debug("event_handled", event_type=event.event_type, outputs=len(outputs))
+            if debug_enabled():  # the logger proxy costs a bind per call, even when filtered
+                log.debug("event_handled", event_type=event.event_type, outputs=len(outputs))
         return [encode_event(e) for e in outputs]
 
     def handle_batch(self, messages: Sequence[Incoming]) -> list[Outgoing]:

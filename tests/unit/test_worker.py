@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from shared.contracts import AccountFailed, Event
 from shared.errors import PermanentError, StoreUnavailableError, TransientError
+from shared.logging import configure_logging, debug_enabled, get_logger, message_context
 from shared.messaging import Broker
 from shared.topology import Topology
 from shared.wire import H_ATTEMPT, H_ERROR, H_ERROR_CLASS, H_QUEUE, Incoming, encode_event
@@ -128,3 +130,47 @@ def test_a_batch_counts_as_handled_only_once_its_bulk_write_is_stored(fail_finis
         assert [o.routing_key for o in outputs] == ["mi.notifier.in.retry"] * 2
     else:
         assert outcomes == ["ok", "ok"] and outputs == []
+
+
+class LoggingHandler:
+    """A stage handler that writes a log line, nested in ids of its own."""
+
+    def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
+        with message_context(step="inner"):
+            get_logger("test").info("handling", queue="own-queue")
+        return []
+
+
+def log_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_log_lines_of_a_message_carry_its_ids_and_only_while_it_is_handled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", "INFO")
+    broker = Broker("amqp://127.0.0.1:1/", Topology("mi"))  # never connected here
+    worker = StageWorker("notifier", broker, LoggingHandler(), policy=POLICY)
+    worker.handle_batch([delivered(1)])
+    get_logger("test").info("after")
+    handling, after = log_lines(capsys.readouterr().err)
+    assert handling["event"] == "handling"
+    assert (handling["tenant_id"], handling["account_id"]) == ("t1", "a1")
+    assert (handling["event_id"], handling["step"]) == ("ev1", "inner")
+    assert handling["queue"] == "own-queue"  # a line's own value wins over the context's
+    assert "event_id" not in after and "step" not in after
+
+
+@pytest.mark.parametrize(("level", "written"), [("DEBUG", True), ("INFO", False)])
+def test_the_per_message_debug_line_follows_the_level(
+    level: str, written: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", level)
+    assert debug_enabled() is written
+    worker = StageWorker(
+        "notifier", Broker("amqp://127.0.0.1:1/", Topology("mi")), BatchHandler(False)
+    )
+    worker.handle_batch([delivered(1)])
+    events = [line["event"] for line in log_lines(capsys.readouterr().err)]
+    assert ("event_handled" in events) is written
+    configure_logging("json", "INFO")
