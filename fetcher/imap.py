@@ -12,8 +12,10 @@ from typing import Any
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.response_parser import parse_fetch_response
 
 from fetcher.connerrors import connection_error
+from fetcher.fetchparse import parse_fetch
 from fetcher.ports import FetchedMessage, FolderState
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
@@ -85,6 +87,7 @@ class ImapClientMailbox:
                 timeout=self._timeout,
             )
             client._imap.debug = 0  # imaplib formats every response at debug 5: 3.5x slower
+            client.normalise_times = False  # INTERNALDATE with its zone, not as local time
             self.client = client
             try:
                 if a.security == "starttls":
@@ -145,14 +148,27 @@ class ImapClientMailbox:
             raise AccessTokenDueError(f"the access token of {_where(self._account)} is due")
         for batch in _batches(list(uids), FETCH_BATCH):
             with translated_errors(self._account):
-                sizes = self._c.fetch(batch, ["RFC822.SIZE", "INTERNALDATE", MESSAGE_ID_ITEM])
+                sizes = self._fetch(batch, f"RFC822.SIZE INTERNALDATE {MESSAGE_ID_ITEM}")
                 small = [u for u in batch if u in sizes and sizes[u][b"RFC822.SIZE"] <= max_bytes]
                 big = [u for u in batch if u in sizes and u not in small]
-                bodies = self._c.fetch(small, ["BODY.PEEK[]"]) if small else {}
-                heads = self._c.fetch(big, ["BODY.PEEK[HEADER]"]) if big else {}
+                bodies = self._fetch(small, "BODY.PEEK[]") if small else {}
+                heads = self._fetch(big, "BODY.PEEK[HEADER]") if big else {}
             for uid in batch:
                 if uid in bodies or uid in heads:
                     yield _message(uid, sizes[uid], bodies.get(uid), heads.get(uid))
+
+    def _fetch(self, uids: Sequence[int], items: str) -> dict[int, dict[bytes, Any]]:
+        """UID FETCH `items` of `uids`: what imapclient's fetch gives, read by parse_fetch
+        (imapclient's parser for a response of another shape)."""
+        imap = self._c._imap  # the imaplib connection: imapclient has no fetch without its parser
+        typ, data = imap.uid("FETCH", ",".join(map(str, uids)), f"({items})")
+        if typ != "OK":
+            raise IMAPClientError(f"fetch failed: {data[0]!r}")
+        response = [piece for piece in data if piece is not None]
+        parsed = parse_fetch(response)
+        if parsed is None:
+            parsed = parse_fetch_response(response, False, True)
+        return parsed
 
     def mark_seen(self, uids: Sequence[int]) -> None:
         for batch in _batches(list(uids), 2000):

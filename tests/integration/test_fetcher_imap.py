@@ -7,12 +7,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email import message_from_bytes
 from typing import Any
 
 import pytest
+from imapclient.response_parser import parse_fetch_response
 
 from fetcher.adapters import BrokerEventPublisher, MongoPositionStore, MongoTakenMail
-from fetcher.imap import ImapClientMailbox
+from fetcher.fetchparse import parse_fetch
+from fetcher.imap import MESSAGE_ID_ITEM, ImapClientMailbox
 from fetcher.settings import FetcherSettings
 from fetcher.supervisor import Supervisor
 from fetcher.sync import ImapSync, SyncResult
@@ -260,3 +263,55 @@ def test_disabling_an_account_releases_its_lease(
     wait_until(lambda: account.id in supervisor.runners, timeout=10, what="the lease")
     store.accounts.update_one({"_id": account.id}, {"$set": {"enabled": False}})
     wait_until(lambda: account.id not in supervisor.runners, timeout=3, what="the stop")
+
+
+@pytest.mark.parametrize(
+    "items", [f"RFC822.SIZE INTERNALDATE {MESSAGE_ID_ITEM}", "BODY.PEEK[]", "BODY.PEEK[HEADER]"]
+)
+def test_dovecot_answers_the_fetcher_in_the_shapes_its_reader_knows(
+    mailbox: Mailbox, store: Store, settings: Settings, items: str
+) -> None:
+    """What the fetcher asks for is read by parse_fetch itself (not handed back to
+    imapclient), and reads as imapclient reads it."""
+    mailbox.append(make_mail("a@x.org", "one"))
+    mailbox.append(make_mail("b@x.org", "two", body="ü" * 3000))
+    mailbox.append(b"From: c@x.org\r\nSubject: no id\r\n\r\nbody\r\n")
+    account = add_account(store, settings, mailbox)
+    with ImapClientMailbox(account, mailbox_password(settings, account)) as box:
+        assert box.client is not None
+        box.client.select_folder("INBOX", readonly=True)
+        typ, data = box.client._imap.uid("FETCH", "1:*", f"({items})")
+    assert typ == "OK"
+    ours = parse_fetch(data)
+    assert ours is not None and sorted(ours) == [1, 2, 3]
+    assert ours == dict(parse_fetch_response(data, False, True))
+
+
+def test_fetched_messages_carry_size_date_and_message_id(
+    mailbox: Mailbox, store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also where local time is not UTC: the arrival time keeps the zone the server gave."""
+    with monkeypatch.context() as local:
+        local.setenv("TZ", "Asia/Tokyo")
+        time.tzset()
+        try:
+            fetch_two_and_check(mailbox, store, settings)
+        finally:
+            local.undo()
+            time.tzset()
+
+
+def fetch_two_and_check(mailbox: Mailbox, store: Store, settings: Settings) -> None:
+    raw = make_mail("a@x.org", "one")
+    message_id = message_from_bytes(raw)["Message-ID"]
+    mailbox.append(raw)
+    mailbox.append(b"From: c@x.org\r\nSubject: no id\r\n\r\nbody\r\n")
+    account = add_account(store, settings, mailbox)
+    with ImapClientMailbox(account, mailbox_password(settings, account)) as box:
+        box.select("INBOX")
+        first, second = box.fetch([1, 2], max_bytes=10_000)
+    assert first.raw.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")
+    assert first.size == len(first.raw) and first.message_id == message_id
+    assert second.message_id is None
+    assert first.internal_date is not None and first.internal_date.tzinfo is not None
+    assert abs(first.internal_date - now()).total_seconds() < 300
