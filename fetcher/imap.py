@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections.abc import Iterator, Sequence
@@ -221,10 +222,22 @@ def _message(
     return FetchedMessage(uid, raw, size, internal, oversize=True, message_id=message_id)
 
 
+# The header block as servers send it for one unfolded ASCII Message-ID field.
+_ONE_MESSAGE_ID = re.compile(rb"Message-ID:([ -~]*)\r?\n(?:\r?\n)?", re.IGNORECASE)
+
+
 def message_id_of(header: bytes | None) -> str | None:
     """The Message-ID from a header block (None when absent or empty)."""
     if not header:
         return None
+    one = _ONE_MESSAGE_ID.fullmatch(header)
+    if one is not None:  # what the parser below gives for it, in a tenth of the time
+        return " ".join(one.group(1).decode("ascii").split()) or None
+    return parsed_message_id(header)
+
+
+def parsed_message_id(header: bytes) -> str | None:
+    """message_id_of by the e-mail package's header parser, for any header block."""
     value = BytesHeaderParser().parsebytes(bytes(header)).get("Message-ID")
     text = " ".join(str(value).split()) if value is not None else ""
     return text or None

@@ -1,4 +1,5 @@
-"""The fetcher's FETCH reader gives what imapclient's parser gives, or hands the response back."""
+"""The fetcher's FETCH reader gives what imapclient's parser gives, or hands the response
+back; its Message-ID reading agrees with the e-mail package's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
 from fetcher.fetchparse import Response, internal_date, parse_fetch
+from fetcher.imap import _ONE_MESSAGE_ID, message_id_of, parsed_message_id
 
 
 def imapclient_reads(data: Response) -> dict[int, dict[bytes, Any]]:
@@ -161,3 +163,23 @@ def test_generated_size_fetches_read_as_imapclient_reads_them(
     ours = parse_fetch(data)
     assert ours is not None
     same(ours, imapclient_reads(data))
+
+
+@given(
+    st.sampled_from([b"Message-ID:", b"message-id:", b"MESSAGE-ID:", b"Message-ID :", b"X:"]),
+    st.binary(max_size=60) | st.text("<>@. \t-abc", max_size=40).map(str.encode),
+    st.sampled_from([b"\r\n\r\n", b"\r\n", b"\n\n", b"", b"\r\n more\r\n\r\n"]),
+)
+def test_a_message_id_reads_the_same_by_the_short_way(
+    name: bytes, value: bytes, end: bytes
+) -> None:
+    header = name + value + end
+    assert message_id_of(header) == parsed_message_id(header)
+
+
+def test_the_usual_message_id_block_takes_the_short_way() -> None:
+    assert _ONE_MESSAGE_ID.fullmatch(b"Message-ID: <bench-1@bench.example>\r\n\r\n")
+    assert (
+        message_id_of(b"Message-ID: <bench-1@bench.example>\r\n\r\n") == "<bench-1@bench.example>"
+    )
+    assert message_id_of(b"Message-ID:   \r\n\r\n") is None
