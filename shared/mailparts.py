@@ -1,6 +1,7 @@
 """The body side of MIME parsing: charsets, the part walk, attachments and the text preview."""
 
 import base64
+import binascii
 import codecs
 import functools
 import html
@@ -12,6 +13,8 @@ from email import policy
 from email.header import decode_header
 from email.message import Message
 from email.parser import BytesParser
+
+import pybase64
 
 MAX_DEPTH = 50
 MAX_PARTS = 10_000
@@ -344,10 +347,35 @@ def _payload_bytes(part: Message) -> bytes:
     try:
         if part.is_multipart():
             return _serialized(part)
-        data = part.get_payload(decode=True)
+        data = _decoded_payload(part)
     except Exception:  # transfer encodings that do not decode
         return b""
     return data if isinstance(data, bytes) else b""
+
+
+def _decoded_payload(part: Message) -> object:
+    """part.get_payload(decode=True); a base64 body decoded by pybase64 where that agrees.
+
+    get_payload joins the body's lines into a copy, checks it against the alphabet and
+    decodes it with binascii: 460 us for a 100 KB attachment, pybase64 takes 60. Both skip
+    line ends and other bytes outside the alphabet (get_payload by its fallback) and refuse
+    bad padding; they differ only on data after a `=`, which binascii ignores: such a body,
+    or one pybase64 refuses, is left to get_payload.
+    """
+    payload = vars(part).get("_payload")
+    if (
+        isinstance(payload, str)
+        and payload.isascii()
+        and str(part.get("content-transfer-encoding", "")).lower() == "base64"
+    ):
+        data = payload.encode("ascii")
+        pad = data.find(b"=")
+        if pad == -1 or not data[pad:].strip(b"=\r\n"):
+            try:
+                return pybase64.b64decode(data, validate=False)
+            except (binascii.Error, ValueError):
+                pass
+    return part.get_payload(decode=True)
 
 
 def _serialized(part: Message) -> bytes:
@@ -364,7 +392,7 @@ def _serialized(part: Message) -> bytes:
 
 def _part_text(part: Message) -> str:
     try:
-        data = part.get_payload(decode=True)
+        data = _decoded_payload(part)
     except Exception:  # transfer encodings that do not decode
         return ""
     # Surrogates are left to clean_text, which reads the few characters the preview keeps.

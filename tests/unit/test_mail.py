@@ -2,6 +2,7 @@
 
 import base64
 import dataclasses
+import email.message
 import random
 import re
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from shared.mail import (
     normalize_address,
     parse_mail,
 )
+from shared.mailparts import _decoded_payload
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -825,3 +827,35 @@ def test_fingerprint_is_stable_and_keyed_on_id_size_and_date() -> None:
 )
 def test_addresses_past_the_rfc_5321_limits_are_refused(value: str, expected: str | None) -> None:
     assert normalize_address(value) == expected
+
+
+_B64_BYTES = st.sampled_from(
+    list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+)
+_B64_TEXT = st.lists(
+    _B64_BYTES | st.sampled_from(list(b"=\r\n -_*")) | st.integers(0, 127), max_size=200
+).map(lambda b: bytes(b).decode("ascii"))
+
+
+@FUZZ
+@given(_B64_TEXT | st.binary(max_size=300).map(lambda b: base64.encodebytes(b).decode()))
+def test_a_base64_body_decodes_as_the_email_package_decodes_it(body: str) -> None:
+    part = email.message.Message()
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(body)
+    assert _decoded_payload(part) == part.get_payload(decode=True)
+
+
+def test_an_attachment_is_decoded_whole() -> None:
+    data = random.Random(7).randbytes(100_000)
+    raw = message(
+        "From: a@x.org",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="b"',
+        body="--b\nContent-Type: text/plain\n\nHello.\n--b\n"
+        "Content-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n"
+        + base64.encodebytes(data).decode()
+        + "--b--\n",
+    )
+    [attachment] = parse_mail(raw).attachments
+    assert attachment.payload == data and attachment.size == len(data)
