@@ -44,6 +44,7 @@ _CHARSET_ALIASES = {
 _NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined"})
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _WORDS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # all but \t \n \v \f \r
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _BREAK_TAGS = frozenset(
     {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote", "pre"}
@@ -153,7 +154,7 @@ def _clean_start(text: str, limit: int) -> tuple[str, bool]:
     limit = max(limit, 0)
     window = limit + limit // 4 + 64
     while True:
-        joined = " ".join(_WORDS.findall(text[:window]))
+        joined = " ".join(words(text[:window]))
         if len(joined) >= limit or window >= len(text):
             break
         window *= 4
@@ -161,6 +162,15 @@ def _clean_start(text: str, limit: int) -> tuple[str, bool]:
     # Words are kept whole up to the limit: a separator at the cut is not kept.
     cleaned = _SURROGATES.sub("\ufffd", kept[:-1] if kept.endswith(" ") else kept)
     return cleaned, len(joined) >= limit
+
+
+def words(text: str) -> list[str]:
+    """The runs of `text` that are neither whitespace nor control characters.
+
+    str.split splits at exactly the whitespace the pattern's \\s matches, four times as fast
+    as the pattern: it is used when the only control characters are whitespace.
+    """
+    return _WORDS.findall(text) if _CONTROLS.search(text) else text.split()
 
 
 def html_to_text(markup: str, limit: int) -> str:

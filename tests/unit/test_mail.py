@@ -20,7 +20,7 @@ from shared.mail import (
     normalize_address,
     parse_mail,
 )
-from shared.mailparts import _decoded_payload
+from shared.mailparts import _WORDS, _decoded_payload, words
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -859,3 +859,14 @@ def test_an_attachment_is_decoded_whole() -> None:
     )
     [attachment] = parse_mail(raw).attachments
     assert attachment.payload == data and attachment.size == len(data)
+
+
+@FUZZ
+@given(
+    st.text(
+        st.characters(codec="utf-8")
+        | st.sampled_from([chr(c) for c in [*range(0x21), *range(0x7F, 0xA1), 0x2028, 0x3000]])
+    )
+)
+def test_words_split_where_the_pattern_does(text: str) -> None:
+    assert words(text) == _WORDS.findall(text)
