@@ -392,13 +392,25 @@ class _Confirms:
 
 
 class _FrameReader(SelectConnection):
-    """pika's connection, reading the frames of a read in place.
+    """pika's connection, reading the frames of a read in place and writing a message's
+    frames as one buffer.
 
     pika decodes a frame from the start of its buffer, then copies the rest of the buffer
     to drop that frame: three copies of up to 256 KB per message. Here each frame is cut
     out of the read once, then decoded and processed as pika does; what is left of an
-    incomplete frame waits for the next read.
+    incomplete frame waits for the next read. pika also queues each frame of a message
+    (method, header, body) on its own, and sends each with its own system call.
     """
+
+    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
+        conn: Any = self
+        if len(marshaled_frames) < 2:
+            super()._output_marshaled_frames(marshaled_frames)  # type: ignore[misc]
+            return
+        data = b"".join(marshaled_frames)
+        conn.bytes_sent += len(data)
+        conn.frames_sent += len(marshaled_frames)
+        conn._adapter_emit_data(data)
 
     def _on_data_available(self, data_in: bytes) -> None:
         conn: Any = self  # pika's private parts, which its type stubs do not list

@@ -83,3 +83,22 @@ def test_a_frame_left_incomplete_waits_for_the_rest() -> None:
     connection: Any = _FrameReader.__new__(_FrameReader)
     seen, received = read(connection, _FrameReader._on_data_available, data[:-5], [])
     assert len(seen) == 2 and connection._frame_buffer == data[received:-5]
+
+
+@pytest.mark.parametrize("count", [1, 3, 5])
+def test_a_messages_frames_are_written_as_one_buffer_with_pikas_bytes(count: int) -> None:
+    frames = [frame.Body(1, bytes([n]) * (n + 1)).marshal() for n in range(count)]
+
+    def written(connection: Any, writer: Any) -> tuple[list[bytes], int, int]:
+        out: list[bytes] = []
+        connection.bytes_sent = connection.frames_sent = 0
+        connection._adapter_emit_data = out.append
+        writer(connection, frames)
+        return out, connection.bytes_sent, connection.frames_sent
+
+    theirs = written(
+        SelectConnection.__new__(SelectConnection), Connection._output_marshaled_frames
+    )
+    ours = written(_FrameReader.__new__(_FrameReader), _FrameReader._output_marshaled_frames)
+    assert len(ours[0]) == 1 and b"".join(ours[0]) == b"".join(theirs[0])
+    assert ours[1:] == theirs[1:] == (sum(map(len, frames)), count)
