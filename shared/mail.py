@@ -170,7 +170,8 @@ class _Parser:
 
 
 def _parse(raw: bytes, parser: _Parser) -> tuple[Message, str | None]:
-    if raw.count(b"\n--") > _MAX_DELIMITER_LINES:
+    # Each such line takes three bytes: a shorter mail cannot have too many (no count).
+    if len(raw) > 3 * _MAX_DELIMITER_LINES and raw.count(b"\n--") > _MAX_DELIMITER_LINES:
         return _parse_headers_only(raw, parser), "TooManyPartsDefect"
     try:
         return parser.parse(raw), None
