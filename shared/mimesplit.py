@@ -39,24 +39,25 @@ def parse_text(text: str, policy: Policy) -> Message | None:
     if "\r" in text and _BARE_CR.search(text):
         return None
     try:
-        return _message(text, policy, None, 0)
+        return _message(text, policy, 0)
     except _NotSimpleError:
         return None
 
 
-def _message(text: str, policy: Policy, parent: Message | None, depth: int) -> Message:
+def _message(text: str, policy: Policy, depth: int) -> Message:
     if depth > _MAX_DEPTH:
         raise _NotSimpleError
-    if parent is not None and parent.get_content_type() == "multipart/digest":
-        raise _NotSimpleError  # its parts default to message/rfc822
     factory = policy.message_factory or Message
     msg: Message = factory(policy=policy)
     body_start = _read_headers(msg, text, policy)
     body = text[body_start:]
-    maintype = msg.get_content_maintype()
-    if msg.get_content_type() == "message/delivery-status" or maintype == "message":
+    ctype = msg.get_content_type()
+    maintype = ctype.partition("/")[0]  # get_content_maintype, without reading the field again
+    if ctype == "message/delivery-status" or maintype == "message":
         raise _NotSimpleError  # an enclosed message, or blocks of fields: the stdlib's own cases
     if maintype == "multipart":
+        if ctype == "multipart/digest":
+            raise _NotSimpleError  # its parts default to message/rfc822
         _read_parts(msg, body, policy, depth)
     else:
         msg.set_payload(body)
@@ -126,7 +127,7 @@ def _read_parts(msg: Message, body: str, policy: Policy, depth: int) -> None:
         following = delimiters.next(start)
         if following is None or following[0] == start:
             raise _NotSimpleError  # no close boundary, or two delimiters in a row
-        part = _message(body[start : following[0]], policy, msg, depth + 1)
+        part = _message(body[start : following[0]], policy, depth + 1)
         _drop_last_eol(part)
         msg.attach(part)
         found = following
