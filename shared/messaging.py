@@ -201,20 +201,28 @@ class Broker:
             assert self._confirms is not None
             # The underlying channel only buffers a publish; BlockingChannel's would also
             # flush I/O after each one. The buffer is written every PUBLISH_FLUSH_BYTES, and
-            # at the end of the window while waiting for its confirms.
+            # at the end of the window while waiting for its confirms. The publishes between
+            # two writes are handed to the socket as one buffer (one send, not one each).
             impl = ch._impl
+            connection: _FrameReader = impl.connection
             for start in range(0, len(messages), PUBLISH_WINDOW):
                 buffered = 0
-                for m in messages[start : start + PUBLISH_WINDOW]:
-                    exchange = self.topology.exchange if m.exchange is None else m.exchange
-                    self._confirms.expect()  # before sending: a flush may bring the ack
-                    impl.basic_publish(
-                        exchange, m.routing_key, m.body, _properties(m), mandatory=True
-                    )
-                    buffered += len(m.body)
-                    if buffered >= PUBLISH_FLUSH_BYTES:
-                        ch._flush_output()
-                        buffered = 0
+                connection.hold_output()
+                try:
+                    for m in messages[start : start + PUBLISH_WINDOW]:
+                        exchange = self.topology.exchange if m.exchange is None else m.exchange
+                        self._confirms.expect()  # before sending: a flush may bring the ack
+                        impl.basic_publish(
+                            exchange, m.routing_key, m.body, _properties(m), mandatory=True
+                        )
+                        buffered += len(m.body)
+                        if buffered >= PUBLISH_FLUSH_BYTES:
+                            connection.release_output()
+                            ch._flush_output()
+                            connection.hold_output()
+                            buffered = 0
+                finally:  # also on failure: nothing the connection writes may stay held
+                    connection.release_output()
                 self._confirms.wait(CONFIRM_TIMEOUT)
 
     # -- consuming ----------------------------------------------------------------------
@@ -392,25 +400,35 @@ class _Confirms:
 
 
 class _FrameReader(SelectConnection):
-    """pika's connection, reading the frames of a read in place and writing a message's
-    frames as one buffer.
+    """pika's connection, reading the frames of a read in place and writing a batch of
+    publishes as one buffer.
 
     pika decodes a frame from the start of its buffer, then copies the rest of the buffer
     to drop that frame: three copies of up to 256 KB per message. Here each frame is cut
     out of the read once, then decoded and processed as pika does; what is left of an
-    incomplete frame waits for the next read. pika also queues each frame of a message
-    (method, header, body) on its own, and sends each with its own system call.
+    incomplete frame waits for the next read. pika also queues each frame (a message's
+    method, header and body) on its own, and sends each with its own system call: between
+    hold_output and release_output, everything written goes out as one buffer.
     """
 
-    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
-        conn: Any = self
-        if len(marshaled_frames) < 2:
-            super()._output_marshaled_frames(marshaled_frames)  # type: ignore[misc]
-            return
-        data = b"".join(marshaled_frames)
-        conn.bytes_sent += len(data)
-        conn.frames_sent += len(marshaled_frames)
-        conn._adapter_emit_data(data)
+    _held: list[bytes] | None = None
+
+    def hold_output(self) -> None:
+        """Keep what is written from now on until release_output."""
+        if self._held is None:
+            self._held = []
+
+    def release_output(self) -> None:
+        """Hand what was kept to the socket, as one buffer."""
+        held, self._held = self._held, None
+        if held:
+            super()._adapter_emit_data(b"".join(held))  # type: ignore[misc]
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            super()._adapter_emit_data(data)  # type: ignore[misc]
 
     def _on_data_available(self, data_in: bytes) -> None:
         conn: Any = self  # pika's private parts, which its type stubs do not list
