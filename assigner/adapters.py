@@ -161,6 +161,7 @@ class MongoManagerRotation:
             claims |= self._claim_slots(tenant_id, slots[:won])
             pending = pending[won:]
             if won < len(slots):  # slot seq+1 is taken: read on from it
+                others = []
                 while taken := find_own(
                     self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)
                 ):
@@ -168,13 +169,24 @@ class MongoManagerRotation:
                     if ours:  # a slot of ours from a run that crashed before its claim
                         claims |= self._claim_slots(tenant_id, [taken])
                         pending.remove(ours[0])
+                    else:
+                        others.append(taken)
                     last[str(taken["manager_id"])] = seq = int(taken["seq"])
+                self._claim_for_others(tenant_id, others)
                 time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
             self._seen[(tenant_id, group_id)] = (seq, dict(last))
             self._save_snapshot(tenant_id, group_id, seq, last)
             if not pending:
                 break
         return claims
+
+    def _claim_for_others(self, tenant_id: str, slots: list[Doc]) -> None:
+        """Write the claims of slots read past for customers not in hand: the claims their
+        runs write next, or never if the run died between its two inserts. Then the slot is
+        not passed over when the customer's event comes again (redelivered one at a time),
+        which would cost its manager a turn. A claim that exists is left as it is."""
+        if slots:
+            insert_many_or_ignore(self._claims, [_claim_of(tenant_id, s) for s in slots])
 
     def _claim_slots(self, tenant_id: str, slots: list[Doc]) -> dict[str, Doc]:
         """Bind won slots to their customers with one insert; by customer, the claim that
@@ -187,7 +199,15 @@ class MongoManagerRotation:
             for won in self._claims.find({"_id": {"$in": sorted(existed)}}):
                 if won.get("tenant_id") == tenant_id:
                     held[won["customer_id"]] = won
-            log.warning("rotation_slots_unused", count=len(existed), tenant_id=tenant_id)
+            # A claim written by another replica for our own slot (see _claim_for_others)
+            # loses no turn.
+            unused = [
+                c for c in claims
+                if c["_id"] in existed
+                and held.get(c["customer_id"], {}).get("slot_id") != c["slot_id"]
+            ]  # fmt: skip
+            if unused:
+                log.warning("rotation_slots_unused", count=len(unused), tenant_id=tenant_id)
         for claim in held.values():
             self._claimed.put(claim)
         return held

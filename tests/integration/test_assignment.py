@@ -395,3 +395,26 @@ def test_an_outcome_is_written_only_on_an_e_mail_of_its_own_tenant(store: Store)
     records.record("other-tenant", "e1", manager_id="m9", note=None)
     records.flush()
     assert store.emails.find_one({"_id": "e1"})["manager_id"] is None  # type: ignore[index]
+
+
+def test_slots_a_dead_run_left_keep_their_turns_when_its_events_come_one_at_a_time(
+    store: Store,
+) -> None:
+    """A run died after inserting its batch's slots, before their claims; the events come
+    back one at a time (a redelivered message is a batch of its own). Each customer gets the
+    slot the dead run took for it: no turn is lost, the shares stay even."""
+    seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True), ("m3", "free", True))
+    events = [new_customer(store, n) for n in range(7)]
+    store[SLOTS].insert_many(
+        [{"_id": slot_id(TENANT, "g1", n + 1), "tenant_id": TENANT, "group_id": "g1",
+          "seq": n + 1, "manager_id": f"m{1 + n % 3}", "customer_id": f"c{n}",
+          "email_id": f"e{n}", "claimed_at": NOW} for n in range(6)]
+    )  # fmt: skip
+    rotation = MongoManagerRotation(store)  # the restarted replica
+    got = [
+        rotation.assign(TENANT, "g1", e.customer_id, email_id=e.email_id, now=NOW).manager_id
+        for e in events
+    ]
+    assert got == ["m1", "m2", "m3", "m1", "m2", "m3", "m1"]
+    assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 7
+    assert shares(store) == {"m1": 3, "m2": 2, "m3": 2}
