@@ -55,10 +55,14 @@ class MongoPositionStore(_AccountDoc):
         self._set(account_id, "save position", {f"sync.{_folder_key(folder)}": entry})
 
     def begin_progress(self, account_id: str, *, remaining: int, now: datetime) -> int:
-        """A load left unfinished by a restart goes on counting where it stopped."""
+        """A load left unfinished by a restart goes on counting where it stopped.
+
+        Mail the run had marked read but not yet counted (it died between the two) is not
+        fetched again: it counts as done, so that the load still ends at its total.
+        """
         prior = self._read(account_id, "progress").get("progress") or {}
-        done = int(prior.get("done", 0))
-        base = done if done < int(prior.get("total", 0)) else 0
+        done, total = int(prior.get("done", 0)), int(prior.get("total", 0))
+        base = max(done, total - remaining) if done < total else 0
         progress = {
             "done": base,
             "total": base + remaining,

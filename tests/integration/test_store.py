@@ -142,6 +142,22 @@ def test_a_resumed_load_counts_on_from_the_position_its_batch_saved(store: Store
     assert store.accounts.find_one({"_id": "a1"})["progress"]["total"] == 2000  # type: ignore[index]
 
 
+def test_a_resumed_load_counts_mail_marked_read_but_not_counted_as_done(store: Store) -> None:
+    """A run died after marking a batch read, before saving its position and count: that
+    batch is not fetched again (it is read), and the load still ends at its total."""
+    store.accounts.insert_one({"_id": "a1", "tenant_id": "t1"})
+    positions = MongoPositionStore(store, "t1")
+    now = datetime.now(UTC)
+    positions.begin_progress("a1", remaining=2000, now=now)
+    positions.advance("a1", "INBOX", Position(7, 500), done=500, now=now)
+    assert positions.begin_progress("a1", remaining=1400, now=now) == 600
+    assert store.accounts.find_one({"_id": "a1"})["progress"]["total"] == 2000  # type: ignore[index]
+    # New mail since: counted on top, nothing taken back.
+    positions.advance("a1", "INBOX", Position(7, 700), done=700, now=now)
+    assert positions.begin_progress("a1", remaining=1400, now=now) == 700
+    assert store.accounts.find_one({"_id": "a1"})["progress"]["total"] == 2100  # type: ignore[index]
+
+
 def _matches(doc: dict[str, object], field: str, wanted: set[str]) -> bool:
     """MongoDB's equality on a string: the value itself, or any element of an array."""
     value = doc.get(field)
