@@ -7,6 +7,7 @@ from typing import Any
 
 from binder.ports import BlobStore, CrmDirectory, EmailArchive
 from binder.rules import Bound, Skipped, bind
+from shared import mailboxref
 from shared.contracts import (
     Event,
     MailBound,
@@ -16,6 +17,7 @@ from shared.contracts import (
     MailSummary,
 )
 from shared.mail import MailParseError, ParsedMail, parse_mail
+from shared.mailboxref import mailbox_fields
 
 
 def handle_mail_fetched(
@@ -110,6 +112,7 @@ def _base_document(event: MailFetched, now: datetime) -> dict[str, Any]:
         "received_at": event.internal_date or now,
         "created_at": now,
         "event_id": event.event_id,
+        **mailbox_fields(event, loaded=False),
     }
 
 
@@ -136,6 +139,7 @@ def email_document(
         doc.update(
             {
                 "status": "bound",
+                mailboxref.STATE: mailboxref.PENDING,  # read, or deleted, once stored
                 "matched_by": binding.matched_by,
                 "customer_id": binding.customer_id,
                 "order_id": binding.order_id,

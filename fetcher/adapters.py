@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-from fetcher.ports import Position
+from fetcher.ports import Loaded, MailboxState, Position
+from shared import mailboxref
 from shared.accounts import Account
 from shared.contracts import Event
 from shared.messaging import Broker
@@ -43,15 +44,26 @@ class _AccountDoc:
             )
 
 
+def _position_entry(position: Position) -> Doc:
+    return {
+        "uidvalidity": position.uidvalidity,
+        "last_uid": position.last_uid,
+        "first_load_end": position.first_load_end,
+    }
+
+
 class MongoPositionStore(_AccountDoc):
     """Positions and progress in the account document (`sync.<folder>`, `progress`)."""
 
     def get(self, account_id: str, folder: str) -> Position | None:
         entry = (self._read(account_id, "sync").get("sync") or {}).get(_folder_key(folder))
-        return Position(entry["uidvalidity"], entry["last_uid"]) if entry else None
+        if not entry:
+            return None
+        end = int(entry.get("first_load_end", 0))
+        return Position(entry["uidvalidity"], entry["last_uid"], end)
 
     def save(self, account_id: str, folder: str, position: Position) -> None:
-        entry = {"uidvalidity": position.uidvalidity, "last_uid": position.last_uid}
+        entry = _position_entry(position)
         self._set(account_id, "save position", {f"sync.{_folder_key(folder)}": entry})
 
     def begin_progress(self, account_id: str, *, remaining: int, now: datetime) -> int:
@@ -77,12 +89,19 @@ class MongoPositionStore(_AccountDoc):
         self, account_id: str, folder: str, position: Position, *, done: int, now: datetime
     ) -> None:
         """One update: a crash cannot leave the position ahead of the progress it counted."""
-        entry = {"uidvalidity": position.uidvalidity, "last_uid": position.last_uid}
+        entry = _position_entry(position)
         fields = {f"sync.{_folder_key(folder)}": entry, "progress.done": done}
         self._set(account_id, "save position", {**fields, "progress.updated_at": now})
 
     def deletes_pending(self, account_id: str, pending: bool) -> None:
         self._set(account_id, "save deletes pending", {"deletes_pending": pending})
+
+    def last_publish(self, account_id: str) -> datetime | None:
+        """When a batch of the account's mail was last published (its progress saved)."""
+        updated = (self._read(account_id, "progress").get("progress") or {}).get("updated_at")
+        if not isinstance(updated, datetime):
+            return None
+        return updated if updated.tzinfo else updated.replace(tzinfo=UTC)
 
 
 class MongoOAuthTokens(_AccountDoc):
@@ -166,6 +185,60 @@ class MongoTakenMail:
             return
         with store_errors("save fingerprints"):
             insert_many_or_ignore(self._taken, docs)  # already there after a crash: fine
+
+
+def _loaded(doc: Doc) -> Loaded:
+    place = doc.get(mailboxref.MAILBOX) or {}
+    return Loaded(
+        str(doc["_id"]),
+        folder=place.get("folder"),
+        uidvalidity=place.get("uidvalidity"),
+        uid=place.get("uid"),
+        uidl=place.get("uidl"),
+    )
+
+
+class MongoMailOutcomes:
+    """The binder's outcomes, read from and recorded on the account's `emails` documents."""
+
+    _FIELDS: ClassVar[dict[str, int]] = {mailboxref.MAILBOX: 1, mailboxref.STATE: 1}
+
+    def __init__(self, store: Store, tenant_id: str) -> None:
+        self._emails = store.emails
+        self._tenant_id = tenant_id
+
+    def unsettled(self, account_id: str, *, limit: int) -> list[Loaded]:
+        query = {
+            "tenant_id": self._tenant_id,
+            "account_id": account_id,
+            mailboxref.STATE: mailboxref.PENDING,
+        }
+        with store_errors("read the loaded mail to settle"):
+            return [_loaded(d) for d in self._emails.find(query, self._FIELDS).limit(limit)]
+
+    def decided(self, account_id: str, email_ids: Sequence[str]) -> tuple[list[Loaded], set[str]]:
+        query: Doc = {"tenant_id": self._tenant_id, "account_id": account_id}
+        query["_id"] = {"$in": list(email_ids)}
+        with store_errors("read the outcomes of published mail"):
+            docs = list(self._emails.find(query, self._FIELDS))
+        pending = [_loaded(d) for d in docs if d.get(mailboxref.STATE) == mailboxref.PENDING]
+        return pending, {str(d["_id"]) for d in docs}
+
+    def settle(self, account_id: str, states: dict[str, MailboxState], *, now: datetime) -> None:
+        by_state: dict[str, list[str]] = {}
+        for email_id, state in states.items():
+            by_state.setdefault(state, []).append(email_id)
+        with store_errors("record the mailbox effects"):
+            for done, ids in sorted(by_state.items()):
+                self._emails.update_many(
+                    {
+                        "tenant_id": self._tenant_id,
+                        "account_id": account_id,
+                        "_id": {"$in": ids},
+                        mailboxref.STATE: mailboxref.PENDING,
+                    },
+                    {"$set": {mailboxref.STATE: done, mailboxref.SETTLED_AT: now}},
+                )
 
 
 class BrokerEventPublisher:

@@ -1,11 +1,21 @@
-"""One POP3 pass: UIDLs not taken yet → RETR → confirmed publish → UIDLs saved → DELE."""
+"""One POP3 pass: the known outcomes settled (DELE) → UIDLs not taken yet → RETR → confirmed
+publish → UIDLs saved."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from fetcher.ports import BlobWriter, EventPublisher, FetchedMessage, Pop3Mailbox, Pop3Positions
+from fetcher.ports import (
+    BlobWriter,
+    EventPublisher,
+    FetchedMessage,
+    MailboxState,
+    Pop3Mailbox,
+    Pop3Positions,
+)
+from fetcher.settle import Settler
 from fetcher.sync import SyncResult, oversize_detail, with_payload
 from shared.accounts import Account
 from shared.contracts import Event, MailFetched, email_id_for_pop3
@@ -13,12 +23,20 @@ from shared.contracts import Event, MailFetched, email_id_for_pop3
 BATCH = 200
 
 
+@dataclass(frozen=True)
+class Pop3Result(SyncResult):
+    """A POP3 pass, and the mailbox states to record once its QUIT made the DELEs final."""
+
+    settled: dict[str, MailboxState] = field(default_factory=dict)
+
+
 class Pop3Sync:
     """Reads one POP3 account: every message whose UIDL was not taken before.
 
     POP3 has no read flag, so the taken UIDLs are the position; they are pruned to what the
-    server still lists. With "delete loaded messages", DELE is sent for loaded mail after its
-    publish was confirmed (the session's QUIT, sent by the caller, makes it final).
+    server still lists. With "delete loaded messages", DELE is sent at the start of a pass for
+    the mail the binder loaded since (the session's QUIT, sent by the caller, makes it
+    final); mail it skipped stays on the server.
     """
 
     def __init__(
@@ -28,6 +46,7 @@ class Pop3Sync:
         publisher: EventPublisher,
         positions: Pop3Positions,
         blobs: BlobWriter,
+        settler: Settler,
         clock: Callable[[], datetime],
         inline_limit: int,
         batch: int = BATCH,
@@ -36,13 +55,15 @@ class Pop3Sync:
         self._publisher = publisher
         self._positions = positions
         self._blobs = blobs
+        self._settler = settler
         self._clock = clock
         self._inline_limit = inline_limit
         self._batch = batch
 
-    def run(self, mailbox: Pop3Mailbox) -> SyncResult:
+    def run(self, mailbox: Pop3Mailbox) -> Pop3Result:
         a = self.account
         listing = mailbox.listing()
+        settled = self._settler.settle_pop3(mailbox, listing)
         on_server = {uidl for _n, uidl, _s in listing}
         taken, oversize = self._positions.taken(a.id)
         taken &= on_server
@@ -52,22 +73,15 @@ class Pop3Sync:
             batch = new[start : start + self._batch]
             limit = a.max_message_bytes
             messages = [mailbox.retrieve(n, u, s, max_bytes=limit) for n, u, s in batch]
-            self._publisher.publish([self._event(m) for m in messages])
+            events = [self._event(m) for m in messages]
+            self._publisher.publish(events)
+            self._settler.expect(e.email_id or "" for e, _ in events)
             taken |= {u for _n, u, _s in batch}
             oversize |= {m.uidl or "" for m in messages if m.oversize}
             self._positions.save_taken(a.id, taken, oversize)
         if not new:
             self._positions.save_taken(a.id, taken, oversize)
-        if a.delete_after_import:
-            self._delete(mailbox, listing, taken - oversize)
-        return SyncResult(len(new))
-
-    def _delete(
-        self, mailbox: Pop3Mailbox, listing: Sequence[tuple[int, str, int]], loaded: set[str]
-    ) -> None:
-        for number, uidl, _size in listing:
-            if uidl in loaded:
-                mailbox.delete(number)
+        return Pop3Result(len(new), settled=settled)
 
     def _event(self, message: FetchedMessage) -> tuple[Event, bytes | None]:
         a, uidl = self.account, message.uidl or ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from shared.contracts import Event, deterministic_id
 
@@ -20,10 +20,16 @@ class FolderState:
 
 @dataclass(frozen=True)
 class Position:
-    """Where an account's folder was read up to."""
+    """Where an account's folder was read up to.
+
+    `first_load_end`: the last UID the first load covers (UIDNEXT - 1 when it began). With
+    `initial_sync` "unseen" only unread mail up to it is taken; every message after it is
+    new mail, taken whether or not somebody read it meanwhile.
+    """
 
     uidvalidity: int
     last_uid: int
+    first_load_end: int = 0
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,40 @@ class TakenMail(Protocol):
 
     def remember(self, account_id: str, entries: Sequence[tuple[str, str]]) -> None:
         """Record (fingerprint, email id) pairs after their publish was confirmed."""
+        ...
+
+
+MailboxState = Literal["pending", "seen", "deleted", "kept", "gone", "stale"]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A mail the binder loaded: where it is in the mailbox, to be marked read or deleted."""
+
+    email_id: str
+    folder: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+    uidl: str | None = None
+
+
+class MailOutcomes(Protocol):
+    """The binder's outcomes of an account's mail, as stored on its `emails` documents.
+
+    A loaded mail is `pending` until the fetcher has changed the mailbox for it; a skipped or
+    failed one is left as it is on the server.
+    """
+
+    def unsettled(self, account_id: str, *, limit: int) -> list[Loaded]:
+        """Loaded mail of the account whose mailbox effect is still to be made."""
+        ...
+
+    def decided(self, account_id: str, email_ids: Sequence[str]) -> tuple[list[Loaded], set[str]]:
+        """Of these e-mails: the loaded ones still pending, and the ids with any outcome."""
+        ...
+
+    def settle(self, account_id: str, states: dict[str, MailboxState], *, now: datetime) -> None:
+        """Record, per e-mail id, what was done in the mailbox."""
         ...
 
 

@@ -14,6 +14,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from fetcher.adapters import (
     BrokerEventPublisher,
     MongoAccounts,
+    MongoMailOutcomes,
     MongoOAuthTokens,
     MongoPop3Positions,
     MongoPositionStore,
@@ -25,6 +26,7 @@ from fetcher.imap import ImapClientMailbox
 from fetcher.pop3 import PoplibMailbox
 from fetcher.pop3sync import Pop3Sync
 from fetcher.settings import FetcherSettings
+from fetcher.settle import Settler
 from fetcher.sync import ImapSync, SyncResult
 from shared.accounts import Account
 from shared.blobs import GridFsBlobStore
@@ -65,6 +67,13 @@ class AccountRunner:
         self._health = AccountHealth(account, MongoAccounts(store), self._publisher)
         self._tokens: AccessTokens | None = None
         self._consent_due = False
+        self._settler = Settler(
+            account,
+            outcomes=MongoMailOutcomes(store, account.tenant_id),
+            positions=MongoPositionStore(store, account.tenant_id),
+            clock=clock,
+        )
+        self._uidvalidity: int | None = None
         self._thread = threading.Thread(target=self._main, name=f"fetch-{account.id}", daemon=True)
 
     def start(self) -> None:
@@ -121,6 +130,8 @@ class AccountRunner:
     def _session(self) -> None:
         """One connection's life; an access token due for renewal ends it, to reconnect at once."""
         self._consent_due = self.account.auth == "oauth2"
+        a = self.account
+        self._settler.resume(MongoPositionStore(self._store, a.tenant_id).last_publish(a.id))
         try:
             self._connected()
         except AccessTokenDueError:
@@ -151,7 +162,11 @@ class AccountRunner:
                 self.stop.wait(1.0)
 
     def _watch(self, mailbox: ImapClientMailbox) -> None:
-        """IDLE and catch up; an access token due for renewal ends the session, even idle."""
+        """IDLE and catch up; an access token due for renewal ends the session, even idle.
+
+        While outcomes of published mail are to come, IDLE is left now and then to make the
+        mailbox effects of those known by then (fetcher.settle).
+        """
         while not self.stop.is_set():
             renew = self._settings.idle_renew_seconds
             if mailbox.renew_by is not None:
@@ -161,8 +176,13 @@ class AccountRunner:
                         f"the access token of account {self.account.id} is due"
                     )
                 renew = min(renew, left)
-            wait_for_mail(mailbox, self.stop, renew_after=renew)
-            if not self.stop.is_set():
+            look = self._settler.next_look()
+            changed = wait_for_mail(mailbox, self.stop, renew_after=min(renew, look or renew))
+            if self.stop.is_set():
+                break
+            if look is not None and not changed and self._uidvalidity is not None:
+                self._settler.look(mailbox, self._uidvalidity)
+            else:
                 self._imap_pass(mailbox)
 
     def _open(self, stack: ExitStack, mailbox: Callable[..., AbstractContextManager[M]]) -> M:
@@ -209,11 +229,13 @@ class AccountRunner:
             positions=MongoPositionStore(self._store, a.tenant_id),
             taken=MongoTakenMail(self._store, a.tenant_id),
             blobs=GridFsBlobStore(self._store),
+            settler=self._settler,
             clock=self._clock,
             inline_limit=self._settings.inline_body_limit,
             batch=self._settings.fetch_batch,
         )
         self._done(sync.run(mailbox))
+        self._uidvalidity = sync.uidvalidity
 
     def _pop3_pass(self) -> None:
         a = self.account
@@ -222,11 +244,13 @@ class AccountRunner:
             publisher=self._publisher,
             positions=MongoPop3Positions(self._store, a.tenant_id),
             blobs=GridFsBlobStore(self._store),
+            settler=self._settler,
             clock=self._clock,
             inline_limit=self._settings.inline_body_limit,
         )
         with ExitStack() as stack:
             result = sync.run(self._open(stack, PoplibMailbox))
+        self._settler.record(result.settled)  # the session's QUIT made its DELEs final
         self._done(result)
 
     def _done(self, result: SyncResult) -> None:
@@ -240,7 +264,6 @@ class AccountRunner:
                 account_id=self.account.id,
                 count=result.fetched,
                 duplicates=result.duplicates,
-                deletes_pending=result.pending_deletes,
             )
 
     def _check_consent(self) -> None:

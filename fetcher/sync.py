@@ -1,4 +1,5 @@
-"""One IMAP sync pass: new mail → confirmed publish → marked read (or deleted) → position saved."""
+"""One IMAP sync pass: new mail → confirmed publish → position saved; the mailbox effects of
+the binder's outcomes are made as they become known (fetcher.settle)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fetcher.ports import (
     PositionStore,
     TakenMail,
 )
+from fetcher.settle import Settler
 from shared.accounts import Account
 from shared.contracts import Event, MailFetched, email_id_for_imap
 
@@ -23,27 +25,34 @@ BATCH = 500
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What one pass took: messages published, duplicates skipped, deletes left pending."""
+    """What one pass took: messages published and duplicates skipped."""
 
     fetched: int
     duplicates: int = 0
-    pending_deletes: bool = False
 
 
 def criteria_for(account: Account, position: Position | None, *, resync: bool) -> list[str] | None:
     """What to search for: None when there is nothing to read (first run in `new` mode).
 
-    After a UIDVALIDITY change the folder is read again (all of it for `all`, else its unread
-    mail); what was taken before is recognised by its fingerprint and not published twice.
+    With `unseen`, the first load takes the unread mail up to its end; any message past that
+    end is new mail and taken whether or not somebody read it already. After a UIDVALIDITY
+    change the folder is read again (all of it for `all`, else its unread mail); what was
+    taken before is recognised by its fingerprint and not published twice.
     """
     if position is not None:
-        base = ["UID", f"{position.last_uid + 1}:*"]
-        return [*base, "UNSEEN"] if account.initial_sync == "unseen" else base
+        return ["UID", f"{position.last_uid + 1}:*"]
     if resync:
         return ["ALL"] if account.initial_sync == "all" else ["UNSEEN"]
     if account.initial_sync == "new":
         return None
     return ["UNSEEN"] if account.initial_sync == "unseen" else ["ALL"]
+
+
+def unseen_until(account: Account, position: Position | None, *, first_load_end: int) -> int:
+    """The last UID that only counts when unread (0: none): the first load's end in `unseen`."""
+    if account.initial_sync != "unseen":
+        return 0
+    return position.first_load_end if position is not None else first_load_end
 
 
 def fetched_event(
@@ -103,11 +112,14 @@ class ImapSync:
         positions: PositionStore,
         taken: TakenMail,
         blobs: BlobWriter,
+        settler: Settler,
         clock: Callable[[], datetime],
         inline_limit: int,
         batch: int = BATCH,
     ) -> None:
         self.account = account
+        self.uidvalidity: int | None = None  # of the folder, once selected
+        self._settler = settler
         self._publisher = publisher
         self._positions = positions
         self._taken = taken
@@ -120,41 +132,51 @@ class ImapSync:
         """Take the folder's new mail; a changed UIDVALIDITY starts over without duplicates."""
         a = self.account
         state = mailbox.select(a.folder)
+        self.uidvalidity = state.uidvalidity
+        self._settler.settle_imap(mailbox, state.uidvalidity, everything=True)
         position = self._positions.get(a.id, a.folder)
         resync = position is not None and position.uidvalidity != state.uidvalidity
         if resync:
             position = None
         criteria = criteria_for(a, position, resync=resync)
+        end = position.first_load_end if position else max(state.uidnext - 1, 0)
         if criteria is None:
-            start = Position(state.uidvalidity, max(state.uidnext - 1, 0))
-            self._positions.save(a.id, a.folder, start)
+            self._positions.save(a.id, a.folder, Position(state.uidvalidity, end, end))
             return SyncResult(0)
+        uids = self._search(mailbox, criteria, position, end)
+        if not uids:
+            if position is None:  # nothing to read up to the first load's end: it is done
+                self._positions.save(a.id, a.folder, Position(state.uidvalidity, end, end))
+            return SyncResult(0)
+        return self._load(mailbox, Position(state.uidvalidity, 0, end), uids)
+
+    def _search(
+        self, mailbox: ImapMailbox, criteria: list[str], position: Position | None, end: int
+    ) -> list[int]:
+        """The UIDs to take: past the position, and unread where only unread mail counts."""
         last = position.last_uid if position else 0
         uids = [u for u in mailbox.search(criteria) if u > last]
-        if not uids:
-            if position is None:  # remember the UIDVALIDITY even when there was nothing to read
-                self._positions.save(a.id, a.folder, Position(state.uidvalidity, 0))
-            return SyncResult(0)
-        return self._load(mailbox, state.uidvalidity, uids)
+        until = unseen_until(self.account, position, first_load_end=end)
+        if position is None or until <= last or not uids or uids[0] > until:
+            return uids
+        unread = set(mailbox.search(["UID", f"{last + 1}:{until}", "UNSEEN"]))
+        return [u for u in uids if u > until or u in unread]
 
-    def _load(self, mailbox: ImapMailbox, uidvalidity: int, uids: Sequence[int]) -> SyncResult:
+    def _load(self, mailbox: ImapMailbox, start: Position, uids: Sequence[int]) -> SyncResult:
         a = self.account
         done = self._positions.begin_progress(a.id, remaining=len(uids), now=self._clock())
         fetched = duplicates = 0
-        pending = False
-        for start in range(0, len(uids), self._batch):
-            batch = uids[start : start + self._batch]
+        for first in range(0, len(uids), self._batch):
+            batch = uids[first : first + self._batch]
             messages = list(mailbox.fetch(batch, max_bytes=a.max_message_bytes))
-            published = self._publish(uidvalidity, messages)
-            pending = self._settle(mailbox, messages) or pending
+            published = self._publish(start.uidvalidity, messages)
             done += len(batch)
-            position = Position(uidvalidity, max(batch))
+            position = Position(start.uidvalidity, max(batch), start.first_load_end)
             self._positions.advance(a.id, a.folder, position, done=done, now=self._clock())
+            self._settler.settle_imap(mailbox, start.uidvalidity, everything=False)
             fetched += published
             duplicates += len(messages) - published
-        if a.delete_after_import:
-            self._positions.deletes_pending(a.id, pending)
-        return SyncResult(fetched, duplicates, pending)
+        return SyncResult(fetched, duplicates)
 
     def _publish(self, uidvalidity: int, messages: Sequence[FetchedMessage]) -> int:
         """Publish what was not taken before (by fingerprint); remember it once confirmed."""
@@ -164,26 +186,10 @@ class ImapSync:
         fresh = [m for m in messages if prints[m.uid] not in known]
         events = [self._event(uidvalidity, m) for m in fresh]
         self._publisher.publish(events)
-        pairs = zip(fresh, events, strict=True)
-        self._taken.remember(a.id, [(prints[m.uid], e.email_id or "") for m, (e, _) in pairs])
+        ids = [e.email_id or "" for e, _ in events]
+        self._settler.expect(ids)
+        self._taken.remember(a.id, [(prints[m.uid], i) for m, i in zip(fresh, ids, strict=True)])
         return len(fresh)
-
-    def _settle(self, mailbox: ImapMailbox, messages: Sequence[FetchedMessage]) -> bool:
-        """Mark taken mail read, or delete it; True when the server cannot expunge by UID.
-
-        Oversize mail is never deleted (it was not imported): it is marked read so that it
-        is not fetched again.
-        """
-        taken = [m.uid for m in messages]
-        if not self.account.delete_after_import:
-            mailbox.mark_seen(taken)
-            return False
-        loaded = [m.uid for m in messages if not m.oversize]
-        if loaded and mailbox.delete(loaded):
-            mailbox.mark_seen([m.uid for m in messages if m.oversize])
-            return False
-        mailbox.mark_seen(taken)
-        return bool(loaded)
 
     def _event(self, uidvalidity: int, message: FetchedMessage) -> tuple[Event, bytes | None]:
         a = self.account

@@ -26,8 +26,9 @@ INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("customers", [("tenant_id", ASCENDING), ("emails", ASCENDING)]),
     ("orders", [("tenant_id", ASCENDING), ("number", ASCENDING)]),
     ("managers", [("tenant_id", ASCENDING)]),
-    ("emails", [("tenant_id", ASCENDING), ("account_id", ASCENDING)]),
     ("emails", [("tenant_id", ASCENDING), ("message_id", ASCENDING)]),
+    # the account's e-mails, and its loaded mail whose mailbox effect is still to be made
+    ("emails", [("tenant_id", ASCENDING), ("account_id", ASCENDING), ("mailbox_state", ASCENDING)]),
     ("notifications", [("tenant_id", ASCENDING), ("user_id", ASCENDING)]),
 ]
 

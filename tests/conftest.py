@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+import re
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -205,6 +206,23 @@ class Mailbox:
             return [d.decode() for d in data if isinstance(d, bytes)]
         finally:
             client.logout()
+
+    def flags_by_subject(self, folder: str = "INBOX") -> dict[str, str]:
+        """The flags of every message in the folder, by its Subject."""
+        client = self.connect()
+        try:
+            client.select(folder)
+            items = "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
+            _typ, data = client.uid("FETCH", "1:*", items)
+        finally:
+            client.logout()
+        found = {}
+        for item in data:
+            if isinstance(item, tuple):
+                flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+                subject = item[1].decode(errors="replace").partition(":")[2].strip()
+                found[subject] = flags.group(1).decode() if flags else ""
+        return found
 
     def count(self, folder: str = "INBOX") -> int:
         client = self.connect()

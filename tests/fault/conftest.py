@@ -30,6 +30,7 @@ KNOWN_MANAGERS = ("m-known-1", "m-known-2")
 ORDER_MANAGER = "m-orders"
 KNOWN_CUSTOMERS = 12
 ACCOUNTS = 3  # accounts 0 and 1 create customers; account 2 skips unknown senders
+DELETING_ACCOUNT = 2  # deletes loaded messages: its bound mail goes, its skipped mail stays
 RESULTS = REPO / "bench" / "results" / "fault_table.json"
 
 Kind = Literal["tag", "known", "new", "skip"]
@@ -157,6 +158,8 @@ def _accounts(store: Store, settings: Settings, mailboxes: list[Mailbox]) -> lis
     ids = []
     for index, mailbox in enumerate(mailboxes):
         extra = creating if index < 2 else {"notify_skipped": True}
+        if index == DELETING_ACCOUNT:
+            extra = {**extra, "delete_after_import": True}
         ids.append(add_account(store, settings, mailbox, **options, **extra).id)
     return ids
 

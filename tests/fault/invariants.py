@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import BrokerUnavailableError
-from tests.fault.conftest import GROUP_MANAGERS, TENANT, Planned, Stream, World
+from tests.fault.conftest import (
+    DELETING_ACCOUNT,
+    GROUP_MANAGERS,
+    TENANT,
+    Planned,
+    Stream,
+    World,
+)
 from tests.services import collection_size
 
 TOKEN = re.compile(r"\bm\d{5}\b")
@@ -84,7 +91,11 @@ def settled(world: World) -> bool:
     if world.store.emails.count_documents({"tenant_id": TENANT}) < len(stream.mails):
         return False
     queues = [q for q in world.broker.topology.all_queues() if not q.endswith(".dlq")]
-    return all(ready(world, q) == 0 for q in queues)
+    if not all(ready(world, q) == 0 for q in queues):
+        return False
+    return (
+        world.store.emails.count_documents({"tenant_id": TENANT, "mailbox_state": "pending"}) == 0
+    )
 
 
 def check(world: World) -> Verdict:
@@ -192,12 +203,29 @@ def _check_evenness(stream: Stream, managers: dict[str, str | None], verdict: Ve
         verdict.problems.append(f"uneven assignment: {dict(shares)} (fair {fair:.1f})")
 
 
+def expected_on_server(mail: Planned) -> str:
+    """What the mailbox holds of a mail once its outcome is settled: loaded mail is read, or
+    gone where the account deletes loaded messages; skipped mail is left unread."""
+    if mail.kind == "skip":
+        return "unread"
+    return "gone" if mail.account == DELETING_ACCOUNT else "read"
+
+
+def on_server(flags: dict[str, str], mail: Planned) -> str:
+    if mail.subject not in flags:
+        return "gone"
+    return "read" if "\\Seen" in flags[mail.subject] else "unread"
+
+
 def _check_mailboxes(world: World, verdict: Verdict) -> None:
     for index, mailbox in enumerate(world.mailboxes):
-        flags = mailbox.flags()
-        planned = sum(1 for m in world.stream.mails if m.account == index)
-        unseen = sum(1 for f in flags if "\\Seen" not in f)
-        if len(flags) != planned or unseen:
-            verdict.problems.append(
-                f"mailbox {index}: {len(flags)} messages of {planned}, {unseen} not \\Seen"
-            )
+        flags = mailbox.flags_by_subject()
+        wrong: Counter[str] = Counter()
+        for mail in (m for m in world.stream.mails if m.account == index):
+            want, got = expected_on_server(mail), on_server(flags, mail)
+            if want != got:
+                wrong[f"{mail.kind} {got}, not {want}"] += 1
+        for what, count in sorted(wrong.items()):
+            verdict.problems.append(f"mailbox {index}: {count} mails {what}")
+            if what.startswith("skip gone"):
+                verdict.lost += count  # a skipped mail deleted from the server is lost

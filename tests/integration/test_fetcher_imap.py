@@ -1,4 +1,5 @@
-"""The fetcher on the real Dovecot, RabbitMQ and store: TLS, read flags, deletes, resync, IDLE."""
+"""The fetcher on the real Dovecot, RabbitMQ and store: TLS, read flags and deletes that follow
+the binder's outcomes, resync, IDLE."""
 
 from __future__ import annotations
 
@@ -13,15 +14,22 @@ from typing import Any
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
-from fetcher.adapters import BrokerEventPublisher, MongoPositionStore, MongoTakenMail
+from binder.__main__ import BinderHandler
+from fetcher.adapters import (
+    BrokerEventPublisher,
+    MongoMailOutcomes,
+    MongoPositionStore,
+    MongoTakenMail,
+)
 from fetcher.fetchparse import parse_fetch
 from fetcher.imap import MESSAGE_ID_ITEM, ImapClientMailbox
 from fetcher.settings import FetcherSettings
+from fetcher.settle import Settler
 from fetcher.supervisor import Supervisor
 from fetcher.sync import ImapSync, SyncResult
 from shared.accounts import Account
 from shared.blobs import GridFsBlobStore
-from shared.contracts import AccountFailed, MailFetched
+from shared.contracts import AccountFailed, Event, MailBound, MailFetched, MailSkipped
 from shared.crypto import SecretBox
 from shared.messaging import Broker
 from shared.settings import Settings
@@ -73,6 +81,12 @@ def drain(broker: Broker, queue: str) -> list[Any]:
     return events
 
 
+def settler_for(account: Account, store: Store) -> Settler:
+    positions = MongoPositionStore(store, account.tenant_id)
+    outcomes = MongoMailOutcomes(store, account.tenant_id)
+    return Settler(account, outcomes=outcomes, positions=positions, clock=now)
+
+
 def imap_sync(account: Account, store: Store, broker: Broker, settings: Settings) -> ImapSync:
     return ImapSync(
         account,
@@ -80,9 +94,35 @@ def imap_sync(account: Account, store: Store, broker: Broker, settings: Settings
         positions=MongoPositionStore(store, account.tenant_id),
         taken=MongoTakenMail(store, account.tenant_id),
         blobs=GridFsBlobStore(store),
+        settler=settler_for(account, store),
         clock=now,
         inline_limit=settings.inline_body_limit,
     )
+
+
+def take_published(broker: Broker) -> list[tuple[Event, bytes | None]]:
+    """Every event (and raw mail) waiting in the binder's queue, taken and acked."""
+    taken = []
+    queue = binder_queue(broker)
+    while (got := broker.get(queue)) is not None:
+        message, tag = got
+        taken.append(decode_event(message))
+        broker.ack(tag)
+    return taken
+
+
+def bind(store: Store, batch: list[tuple[Event, bytes | None]]) -> list[Event]:
+    """The binder's own handler, run here on what the fetcher published: the outcomes are
+    stored as the binder stage stores them (the events it would publish are returned)."""
+    handler = BinderHandler(store)
+    handler.prepare(batch)
+    out = [e for event, payload in batch for e in handler(event, payload)]
+    handler.finish()
+    return out
+
+
+def bind_published(broker: Broker, store: Store) -> list[Event]:
+    return bind(store, take_published(broker))
 
 
 def run_once(account: Account, store: Store, broker: Broker, settings: Settings) -> SyncResult:
@@ -99,20 +139,23 @@ def binder_queue(broker: Broker) -> str:
     return broker.topology.work_queue("binder")
 
 
-def test_imap_over_tls_publishes_unread_mail_and_marks_it_read(
+def test_imap_over_tls_publishes_unread_mail_and_marks_it_read_once_loaded(
     mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
 ) -> None:
     mailbox.append(make_mail("a@x.org", "already read"), flags="\\Seen")
     mailbox.append(make_mail("b@x.org", "one"))
     mailbox.append(make_mail("c@x.org", "two"))
-    account = add_account(store, settings, mailbox)
+    account = add_account(store, settings, mailbox, create_customer=True)
 
     assert run_once(account, store, broker, settings).fetched == 2
-    events = drain(broker, binder_queue(broker))
-    assert [e.uid for e in events] == [2, 3]
-    assert all(isinstance(e, MailFetched) and e.protocol == "imap" for e in events)
-    assert all("\\Seen" in f for f in mailbox.flags())
+    assert ["\\Seen" in f for f in mailbox.flags()] == [True, False, False]  # no outcome yet
+    events = bind_published(broker, store)
+    assert len(events) == 2 and all(isinstance(e, MailBound) for e in events)
     assert run_once(account, store, broker, settings).fetched == 0
+    assert all("\\Seen" in f for f in mailbox.flags())
+    docs = store.emails.find({"tenant_id": "t-fetch", "account_id": account.id})
+    states = {d["mailbox"]["uid"]: d["mailbox_state"] for d in docs}
+    assert states == {2: "seen", 3: "seen"}
     doc = store.accounts.find_one({"_id": account.id})
     assert doc is not None and doc["sync"]["INBOX"]["last_uid"] == 3
     assert doc["progress"]["done"] == doc["progress"]["total"] == 2
@@ -130,23 +173,55 @@ def test_starttls_and_delete_after_import_expunge_loaded_mail(
         port=mailbox.server.imap_port,
         security="starttls",
         delete_after_import=True,
+        create_customer=True,
     )
-    result = run_once(account, store, broker, settings)
-    assert result.fetched == 3 and not result.pending_deletes
-    assert len(drain(broker, binder_queue(broker))) == 3
+    assert run_once(account, store, broker, settings).fetched == 3
+    assert mailbox.count() == 3  # nothing is deleted before the letter is stored
+    assert len(bind_published(broker, store)) == 3
+    run_once(account, store, broker, settings)
     assert mailbox.count() == 0
+    doc = store.accounts.find_one({"_id": account.id})
+    assert doc is not None and not doc.get("deletes_pending")
 
 
-def test_oversize_mail_travels_as_its_header_and_is_not_fetched_again(
+def test_skipped_mail_is_left_unread_and_not_deleted(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
+) -> None:
+    customer = {"_id": uuid.uuid4().hex, "tenant_id": "t-fetch", "emails": ["known@x.org"]}
+    store.customers.insert_one(customer)
+    mailbox.append(make_mail("known@x.org", "from a customer"))
+    mailbox.append(make_mail("stranger@x.org", "from nobody we know"))
+    account = add_account(store, settings, mailbox, delete_after_import=True)
+    assert run_once(account, store, broker, settings).fetched == 2
+    bound, skipped = bind_published(broker, store)
+    assert isinstance(bound, MailBound) and isinstance(skipped, MailSkipped)
+    assert run_once(account, store, broker, settings).fetched == 0
+    assert (
+        mailbox.count() == 1 and "\\Seen" not in mailbox.flags()[0]
+    )  # the stranger's mail, unread
+    assert run_once(account, store, broker, settings).fetched == 0  # and not taken again
+
+
+def test_mail_read_elsewhere_after_the_first_load_is_still_loaded(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
+) -> None:
+    mailbox.append(make_mail("a@x.org", "read before the first load"), flags="\\Seen")
+    account = add_account(store, settings, mailbox)
+    assert run_once(account, store, broker, settings).fetched == 0
+    mailbox.append(make_mail("b@x.org", "opened in webmail first"), flags="\\Seen")
+    assert run_once(account, store, broker, settings).fetched == 1
+
+
+def test_oversize_mail_travels_as_its_header_is_left_and_not_fetched_again(
     mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
 ) -> None:
     mailbox.append(make_mail("a@x.org", "huge", body="x" * 8000))
-    account = add_account(store, settings, mailbox, max_message_bytes=2048)
+    account = add_account(store, settings, mailbox, max_message_bytes=2048, create_customer=True)
     run_once(account, store, broker, settings)
     [event] = drain(broker, binder_queue(broker))
     assert isinstance(event, MailFetched) and event.oversize and event.size > 8000
-    assert "\\Seen" in mailbox.flags()[0]
     assert run_once(account, store, broker, settings).fetched == 0
+    assert "\\Seen" not in mailbox.flags()[0]
 
 
 def recreate_folder(mailbox: Mailbox, folder: str) -> None:
@@ -168,8 +243,9 @@ def test_uidvalidity_change_resyncs_without_duplicates(
     mails = [make_mail("a@x.org", f"order {i}") for i in range(3)]
     for raw in mails:
         mailbox.append(raw, folder=folder)
-    account = add_account(store, settings, mailbox, folder=folder)
+    account = add_account(store, settings, mailbox, folder=folder, create_customer=True)
     assert run_once(account, store, broker, settings).fetched == 3
+    bind_published(broker, store)
 
     recreate_folder(mailbox, folder)
     for raw in [*mails, make_mail("b@x.org", "a new one")]:
@@ -177,9 +253,11 @@ def test_uidvalidity_change_resyncs_without_duplicates(
     result = run_once(account, store, broker, settings)
 
     assert (result.fetched, result.duplicates) == (1, 3)
-    events = drain(broker, binder_queue(broker))
-    assert len(events) == 4 and len({e.email_id for e in events}) == 4
-    assert all("\\Seen" in f for f in mailbox.flags(folder))
+    assert len(bind_published(broker, store)) == 1
+    run_once(account, store, broker, settings)
+    states = sorted(d["mailbox_state"] for d in store.emails.find({"account_id": account.id}))
+    assert states == ["seen", "stale", "stale", "stale"]  # the old UIDs name nothing now
+    assert ["\\Seen" in f for f in mailbox.flags(folder)] == [False, False, False, True]
 
 
 @pytest.fixture
@@ -208,7 +286,7 @@ def supervisor(fetcher_settings: FetcherSettings, store: Store) -> Iterator[Supe
 def test_idle_delivers_new_mail_long_before_the_poll_interval(
     mailbox: Mailbox, store: Store, broker: Broker, settings: Settings, supervisor: Supervisor
 ) -> None:
-    account = add_account(store, settings, mailbox, poll_interval=60)
+    account = add_account(store, settings, mailbox, poll_interval=60, create_customer=True)
     wait_until(
         lambda: (
             (store.accounts.find_one({"_id": account.id}) or {}).get("state", {}).get("status")
@@ -221,7 +299,9 @@ def test_idle_delivers_new_mail_long_before_the_poll_interval(
     mailbox.append(make_mail("a@x.org", "arrives during IDLE"))
     queue = binder_queue(broker)
     wait_until(lambda: broker.queue_counts(queue)[0] == 1, timeout=10, what="the IDLE push")
-    assert "\\Seen" in mailbox.flags()[0]
+    assert "\\Seen" not in mailbox.flags()[0]
+    assert len(bind_published(broker, store)) == 1
+    wait_until(lambda: "\\Seen" in mailbox.flags()[0], timeout=5, what="marked read once loaded")
 
 
 def test_wrong_password_is_an_error_with_one_account_failed(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +19,14 @@ from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import Mailbox, make_mail
-from tests.integration.test_fetcher_imap import add_account, binder_queue, drain, mailbox_password
+from tests.integration.test_fetcher_imap import (
+    add_account,
+    bind_published,
+    binder_queue,
+    drain,
+    mailbox_password,
+    settler_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +39,21 @@ def pop3_account(
 
 
 def run_once(account: Account, store: Store, broker: Broker, settings: Settings) -> SyncResult:
+    """One pass as the runner makes it: the states of its DELEs recorded after QUIT."""
+    settler = settler_for(account, store)
     sync = Pop3Sync(
         account,
         publisher=BrokerEventPublisher(broker),
         positions=MongoPop3Positions(store, account.tenant_id),
         blobs=GridFsBlobStore(store),
+        settler=settler,
         clock=lambda: datetime.now(UTC),
         inline_limit=settings.inline_body_limit,
     )
     with PoplibMailbox(account, mailbox_password(settings, account)) as pop:
-        return sync.run(pop)
+        result = sync.run(pop)
+    settler.record(result.settled)
+    return result
 
 
 def test_pop3_over_tls_takes_each_message_once(
@@ -61,8 +74,12 @@ def test_pop3_over_tls_takes_each_message_once(
 def test_pop3_stls_with_delete_after_import_removes_loaded_mail(
     mailbox: Mailbox, store: Store, broker: Broker, settings: Settings
 ) -> None:
+    store.customers.insert_one(
+        {"_id": uuid.uuid4().hex, "tenant_id": "t-fetch", "emails": ["known@x.org"]}
+    )
     for i in range(3):
-        mailbox.append(make_mail("a@x.org", f"mail {i}"))
+        mailbox.append(make_mail("known@x.org", f"mail {i}"))
+    mailbox.append(make_mail("stranger@x.org", "skipped: no such customer"))
     account = pop3_account(
         store,
         settings,
@@ -71,12 +88,16 @@ def test_pop3_stls_with_delete_after_import_removes_loaded_mail(
         security="starttls",
         delete_after_import=True,
     )
-    assert run_once(account, store, broker, settings).fetched == 3
-    assert len(drain(broker, binder_queue(broker))) == 3
-    assert mailbox.count() == 0
+    assert run_once(account, store, broker, settings).fetched == 4
+    assert mailbox.count() == 4  # nothing is deleted before the letters are stored
+    assert len(bind_published(broker, store)) == 4
+    assert run_once(account, store, broker, settings).fetched == 0
+    assert mailbox.count() == 1  # the skipped mail stays
+    states = sorted(d["mailbox_state"] for d in store.emails.find({"account_id": account.id}))
+    assert states == ["deleted", "deleted", "deleted", "left"]
     assert run_once(account, store, broker, settings).fetched == 0
     doc = store.accounts.find_one({"_id": account.id})
-    assert doc is not None and doc["pop3"]["taken"] == []  # pruned to what the server lists
+    assert doc is not None and len(doc["pop3"]["taken"]) == 1  # pruned to what the server lists
 
 
 def test_pop3_wrong_password_is_a_rejected_login(

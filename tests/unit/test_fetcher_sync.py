@@ -13,7 +13,8 @@ import pytest
 from fetcher.health import AccountHealth
 from fetcher.idle import wait_for_mail
 from fetcher.pop3sync import Pop3Sync
-from fetcher.ports import FetchedMessage, FolderState, Position
+from fetcher.ports import FetchedMessage, FolderState, Loaded, MailboxState, Position
+from fetcher.settle import Settler
 from fetcher.sync import ImapSync
 from shared.accounts import Account
 from shared.contracts import AccountFailed, Event, MailFetched
@@ -77,15 +78,58 @@ class FakeImapMailbox:
 
 
 @dataclass
+class FakeOutcomes:
+    """The `emails` documents' outcomes as the binder would store them: bound unless the
+    mail is oversize or its UID/UIDL is in `skip`; none while `binder_down`."""
+
+    skip: set[object] = field(default_factory=set)
+    binder_down: bool = False
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settle_calls: int = 0
+
+    def bind(self, event: MailFetched) -> None:
+        if self.binder_down or event.email_id in self.docs:
+            return
+        skipped = event.oversize or event.uid in self.skip or event.uidl in self.skip
+        place = Loaded(event.email_id, event.folder, event.uidvalidity, event.uid, event.uidl)
+        self.docs[event.email_id] = {"state": "left" if skipped else "pending", "place": place}
+
+    def bind_all(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if isinstance(event, MailFetched):
+                self.bind(event)
+
+    def state_of(self, uid: object) -> str:
+        (doc,) = [d for d in self.docs.values() if uid in (d["place"].uid, d["place"].uidl)]
+        return str(doc["state"])
+
+    def unsettled(self, account_id: str, *, limit: int) -> list[Loaded]:
+        return [d["place"] for d in self.docs.values() if d["state"] == "pending"][:limit]
+
+    def decided(self, account_id: str, email_ids: Sequence[str]) -> tuple[list[Loaded], set[str]]:
+        docs = {i: self.docs[i] for i in email_ids if i in self.docs}
+        return [d["place"] for d in docs.values() if d["state"] == "pending"], set(docs)
+
+    def settle(self, account_id: str, states: dict[str, MailboxState], *, now: datetime) -> None:
+        self.settle_calls += 1
+        for email_id, state in states.items():
+            if self.docs[email_id]["state"] == "pending":
+                self.docs[email_id]["state"] = state
+
+
+@dataclass
 class FakePublisher:
     events: list[Event] = field(default_factory=list)
     fail_after: int | None = None
+    outcomes: FakeOutcomes | None = None  # the binder, deciding as soon as it is published
 
     def publish(self, events: Sequence[tuple[Event, bytes | None]]) -> None:
         for event, _payload in events:
             if self.fail_after is not None and len(self.events) >= self.fail_after:
                 raise PublishNotConfirmedError("nacked")
             self.events.append(event)
+            if self.outcomes is not None:
+                self.outcomes.bind_all([event])
 
 
 @dataclass
@@ -129,9 +173,23 @@ class FakeTakenMail:
 
 @dataclass
 class World:
+    outcomes: FakeOutcomes = field(default_factory=FakeOutcomes)
     publisher: FakePublisher = field(default_factory=FakePublisher)
     positions: FakePositions = field(default_factory=FakePositions)
     taken: FakeTakenMail = field(default_factory=FakeTakenMail)
+    settlers: dict[str, Settler] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.publisher.outcomes = self.outcomes
+
+    def settler(self, acc: Account) -> Settler:
+        """One per account, as the fetcher's runner keeps one for the account's life."""
+        if acc.id not in self.settlers:
+            self.settlers[acc.id] = Settler(
+                acc, outcomes=self.outcomes, positions=self.positions, clock=lambda: NOW
+            )
+        self.settlers[acc.id].account = acc
+        return self.settlers[acc.id]
 
     def sync(self, acc: Account, batch: int = 2) -> ImapSync:
         return ImapSync(
@@ -140,6 +198,7 @@ class World:
             positions=self.positions,
             taken=self.taken,
             blobs=FakeBlobStore(),
+            settler=self.settler(acc),
             clock=lambda: NOW,
             inline_limit=10_000,
             batch=batch,
@@ -149,14 +208,87 @@ class World:
         return [e.uid for e in self.publisher.events if isinstance(e, MailFetched)]
 
 
-def test_unseen_first_load_takes_unread_mail_and_marks_it_read() -> None:
+def seen(box: FakeImapMailbox) -> list[bool]:
+    return [m["seen"] for m in box.messages]
+
+
+def test_unseen_first_load_takes_unread_mail_and_marks_it_read_once_loaded() -> None:
     box = FakeImapMailbox([mail(1, seen=True), mail(2), mail(3)])
     w = World()
     result = w.sync(account()).run(box)
     assert result.fetched == 2 and w.uids() == [2, 3]
-    assert all(m["seen"] for m in box.messages)
-    assert w.positions.positions["INBOX"] == Position(7, 3)
+    assert seen(box) == [True, True, True]
+    assert w.outcomes.state_of(2) == w.outcomes.state_of(3) == "seen"
+    assert w.positions.positions["INBOX"] == Position(7, 3, 3)
     assert w.positions.progress_doc == {"done": 2, "total": 2}
+
+
+def test_the_mailbox_is_not_changed_before_the_outcome_is_stored() -> None:
+    box = FakeImapMailbox([mail(1), mail(2)])
+    w = World(outcomes=FakeOutcomes(binder_down=True))
+    w.sync(account(delete_after_import=True)).run(box)
+    assert w.uids() == [1, 2] and seen(box) == [False, False] and box.expunged == []
+    assert w.positions.positions["INBOX"].last_uid == 2  # not imported twice meanwhile
+    w.outcomes.binder_down = False
+    w.outcomes.bind_all(w.publisher.events)
+    w.sync(account(delete_after_import=True)).run(box)  # the next pass settles them
+    assert w.uids() == [1, 2] and box.expunged == [1, 2]
+    assert w.outcomes.state_of(1) == "deleted"
+
+
+def test_skipped_mail_is_left_unread_and_never_deleted() -> None:
+    box = FakeImapMailbox([mail(1), mail(2), mail(3, size=50 * 1024 * 1024)])
+    w = World(outcomes=FakeOutcomes(skip={2}))
+    w.sync(account(delete_after_import=True), batch=5).run(box)
+    assert box.expunged == [1]
+    assert [(m["uid"], m["seen"]) for m in box.messages] == [(2, False), (3, False)]
+    assert w.outcomes.state_of(2) == w.outcomes.state_of(3) == "left"
+    w.sync(account(delete_after_import=True)).run(box)
+    assert w.uids() == [1, 2, 3]  # skipped mail is not taken again: the position is past it
+
+
+def test_outcomes_are_settled_as_they_come_while_the_load_goes_on() -> None:
+    box = FakeImapMailbox([mail(u) for u in range(1, 7)])
+    w = World(outcomes=FakeOutcomes(binder_down=True))
+    acc = account()
+    settler = w.settler(acc)
+    w.publisher.outcomes = None
+    original = w.publisher.publish
+
+    def publish_then_bind_earlier(events: Sequence[tuple[Event, bytes | None]]) -> None:
+        w.outcomes.binder_down = False
+        w.outcomes.bind_all(w.publisher.events)  # the binder is one batch behind
+        w.outcomes.binder_down = True
+        original(events)
+
+    w.publisher.publish = publish_then_bind_earlier  # type: ignore[method-assign]
+    w.sync(acc, batch=2).run(box)
+    assert seen(box) == [True] * 4 + [False] * 2 and settler.waiting
+    w.outcomes.binder_down = False
+    w.outcomes.bind_all(w.publisher.events)
+    assert settler.settle_imap(box, 7, everything=False) == 2
+    assert seen(box) == [True] * 6 and not settler.waiting
+
+
+def test_a_new_mail_read_elsewhere_after_the_first_load_is_still_loaded() -> None:
+    box = FakeImapMailbox([mail(1, seen=True), mail(2)])
+    w = World()
+    w.sync(account()).run(box)
+    box.messages.append(mail(3, seen=True))  # opened in webmail before the fetcher saw it
+    w.sync(account()).run(box)
+    assert w.uids() == [2, 3]
+
+
+def test_a_resumed_unseen_first_load_still_leaves_out_mail_read_before_it() -> None:
+    box = FakeImapMailbox([mail(1), mail(2, seen=True), mail(3), mail(4, seen=True), mail(5)])
+    w = World(publisher=FakePublisher(fail_after=1))
+    with pytest.raises(PublishNotConfirmedError):
+        w.sync(account(), batch=1).run(box)
+    assert w.positions.positions["INBOX"] == Position(7, 1, 5)
+    box.messages.append(mail(6, seen=True))  # new mail, after the first load's end
+    w.publisher.fail_after = None
+    w.sync(account(), batch=1).run(box)
+    assert w.uids() == [1, 3, 5, 6]
 
 
 def test_all_and_new_initial_sync() -> None:
@@ -166,7 +298,7 @@ def test_all_and_new_initial_sync() -> None:
     assert w.uids() == [1, 2]
     w2 = World()
     w2.sync(account(initial_sync="new")).run(box)
-    assert w2.uids() == [] and w2.positions.positions["INBOX"] == Position(7, 2)
+    assert w2.uids() == [] and w2.positions.positions["INBOX"] == Position(7, 2, 2)
     box.messages.append(mail(3))
     w2.sync(account(initial_sync="new")).run(box)
     assert w2.uids() == [3]
@@ -177,8 +309,8 @@ def test_position_advances_only_after_a_confirmed_publish() -> None:
     w = World(publisher=FakePublisher(fail_after=2))
     with pytest.raises(PublishNotConfirmedError):
         w.sync(account(), batch=2).run(box)
-    assert w.positions.positions["INBOX"] == Position(7, 2)
-    assert [m["seen"] for m in box.messages] == [True, True, False, False, False]
+    assert w.positions.positions["INBOX"] == Position(7, 2, 5)
+    assert seen(box) == [True, True, False, False, False]
     w.publisher.fail_after = None
     w.sync(account(), batch=2).run(box)
     assert w.uids() == [1, 2, 3, 4, 5]
@@ -193,31 +325,58 @@ def test_uidvalidity_change_resyncs_without_duplicates() -> None:
     result = w.sync(account()).run(box)
     assert result.fetched == 1 and result.duplicates == 2
     assert w.uids() == [1, 2, 3]
-    assert all(m["seen"] for m in box.messages)
-    assert w.positions.positions["INBOX"] == Position(8, 3)
+    assert w.outcomes.state_of(3) == "seen" and box.messages[2]["seen"]
+    assert w.positions.positions["INBOX"] == Position(8, 3, 3)
 
 
-def test_oversize_mail_is_published_as_its_header_and_never_deleted() -> None:
-    box = FakeImapMailbox([mail(1), mail(2, size=50 * 1024 * 1024)])
+def test_loaded_mail_of_an_earlier_uidvalidity_is_recorded_stale_not_flagged() -> None:
+    box = FakeImapMailbox([mail(1)])
+    w = World(outcomes=FakeOutcomes(binder_down=True))
+    w.sync(account()).run(box)
+    w.outcomes.binder_down = False
+    w.outcomes.bind_all(w.publisher.events)
+    box.uidvalidity, box.messages = 8, [mail(1, mid="<other@x>")]  # UID 1 is another mail now
+    w.sync(account()).run(box)
+    first, again = w.publisher.events
+    assert isinstance(again, MailFetched) and w.outcomes.docs[again.email_id]["state"] == "seen"
+    assert isinstance(first, MailFetched)
+    assert w.outcomes.docs[first.email_id]["state"] == "stale"
+
+
+def test_settling_again_after_a_crash_changes_nothing() -> None:
+    box = FakeImapMailbox([mail(1), mail(2)])
+    w = World(outcomes=FakeOutcomes(binder_down=True))
+    acc = account(delete_after_import=True)
+    w.sync(acc).run(box)
+    w.outcomes.binder_down = False
+    w.outcomes.bind_all(w.publisher.events)
+    pending = w.outcomes.unsettled(acc.id, limit=10)
+    box.delete([p.uid for p in pending if p.uid is not None])  # done, then the fetcher died
+    w.settlers.clear()
+    w.sync(acc).run(box)
+    assert box.expunged == [1, 2, 1, 2] and box.messages == []
+    assert w.outcomes.state_of(1) == w.outcomes.state_of(2) == "deleted"
+
+
+def test_without_uidplus_deletes_are_pending_and_mail_is_marked_read() -> None:
+    box = FakeImapMailbox([mail(1)], uidplus=False)
     w = World()
     w.sync(account(delete_after_import=True)).run(box)
+    assert w.positions.pending is True
+    assert box.messages[0]["seen"] and box.expunged == []
+    assert w.outcomes.state_of(1) == "seen"
+
+
+def test_oversize_mail_is_published_as_its_header() -> None:
+    box = FakeImapMailbox([mail(1), mail(2, size=50 * 1024 * 1024)])
+    w = World()
+    w.sync(account()).run(box)
     big = w.publisher.events[1]
     assert (
         isinstance(big, MailFetched)
         and big.oversize
         and "over the limit" in str(big.oversize_detail)
     )
-    assert box.expunged == [1]
-    assert [m["uid"] for m in box.messages] == [2] and box.messages[0]["seen"]
-    assert w.positions.pending is False
-
-
-def test_without_uidplus_deletes_are_pending_and_mail_is_marked_read() -> None:
-    box = FakeImapMailbox([mail(1)], uidplus=False)
-    w = World()
-    result = w.sync(account(delete_after_import=True)).run(box)
-    assert result.pending_deletes and w.positions.pending is True
-    assert box.messages[0]["seen"] and box.expunged == []
 
 
 @dataclass
@@ -249,40 +408,48 @@ class FakePop3Positions:
         self.taken_, self.oversize = set(taken), set(oversize)
 
 
-def pop3_sync(acc: Account, pub: FakePublisher, pos: FakePop3Positions) -> Pop3Sync:
-    return Pop3Sync(
+def pop3_pass(acc: Account, w: World, pos: FakePop3Positions, box: FakePop3) -> None:
+    """One pass, and the states recorded after its QUIT, as the runner does."""
+    settler = w.settler(acc)
+    result = Pop3Sync(
         acc,
-        publisher=pub,
+        publisher=w.publisher,
         positions=pos,
         blobs=FakeBlobStore(),
+        settler=settler,
         clock=lambda: NOW,
         inline_limit=9999,
-    )
+    ).run(box)
+    settler.record(result.settled)
 
 
 def test_pop3_takes_each_uidl_once_and_prunes_what_the_server_dropped() -> None:
-    acc, pub, pos = account(protocol="pop3"), FakePublisher(), FakePop3Positions({"gone"})
+    acc, w, pos = account(protocol="pop3"), World(), FakePop3Positions({"gone"})
     box = FakePop3([(1, "a", 10), (2, "b", 10)])
-    pop3_sync(acc, pub, pos).run(box)
-    pop3_sync(acc, pub, pos).run(box)
-    assert [e.uidl for e in pub.events if isinstance(e, MailFetched)] == ["a", "b"]
+    pop3_pass(acc, w, pos, box)
+    pop3_pass(acc, w, pos, box)
+    assert [e.uidl for e in w.publisher.events if isinstance(e, MailFetched)] == ["a", "b"]
     assert pos.taken_ == {"a", "b"} and box.deleted == []
+    assert w.outcomes.state_of("a") == "kept"
 
 
-def test_pop3_delete_after_import_deletes_loaded_mail_but_not_oversize() -> None:
+def test_pop3_deletes_loaded_mail_at_the_next_pass_never_skipped_or_oversize() -> None:
     acc = account(protocol="pop3", delete_after_import=True)
-    pub, pos = FakePublisher(), FakePop3Positions()
-    box = FakePop3([(1, "a", 10), (2, "big", 30 * 1024 * 1024)])
-    pop3_sync(acc, pub, pos).run(box)
+    w, pos = World(outcomes=FakeOutcomes(skip={"s"})), FakePop3Positions()
+    box = FakePop3([(1, "a", 10), (2, "big", 30 * 1024 * 1024), (3, "s", 10)])
+    pop3_pass(acc, w, pos, box)
+    assert box.deleted == [] and w.outcomes.state_of("a") == "pending"
+    pop3_pass(acc, w, pos, box)
     assert box.deleted == [1] and pos.oversize == {"big"}
+    assert w.outcomes.state_of("a") == "deleted" and w.outcomes.state_of("s") == "left"
 
 
 def test_pop3_nothing_is_deleted_or_remembered_when_the_publish_fails() -> None:
     acc = account(protocol="pop3", delete_after_import=True)
-    pub, pos = FakePublisher(fail_after=0), FakePop3Positions()
+    w, pos = World(publisher=FakePublisher(fail_after=0)), FakePop3Positions()
     box = FakePop3([(1, "a", 10)])
     with pytest.raises(PublishNotConfirmedError):
-        pop3_sync(acc, pub, pos).run(box)
+        pop3_pass(acc, w, pos, box)
     assert box.deleted == [] and pos.taken_ == set()
 
 
@@ -350,3 +517,22 @@ def test_idle_is_reissued_when_renewal_is_due() -> None:
     box = FakeIdle([])
     changed = wait_for_mail(box, threading.Event(), renew_after=500, clock=lambda: next(ticks))
     assert changed is False and box.calls == ["idle", "done", "noop"]
+
+
+def test_a_new_session_sweeps_for_outcomes_only_after_a_recent_publish() -> None:
+    ticks = [0.0]
+    w = World()
+    settler = Settler(
+        account(), outcomes=w.outcomes, positions=w.positions, clock=lambda: NOW,
+        monotonic=lambda: ticks[0],
+    )  # fmt: skip
+    settler.resume(None)
+    assert settler.next_look() is None
+    settler.resume(NOW.replace(hour=11))  # an hour ago: its outcomes are settled by a pass
+    assert settler.next_look() is None
+    settler.resume(NOW)  # published just now
+    assert [settler.next_look() for _ in range(7)] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    ticks[0] = 301.0
+    assert settler.next_look() is None
+    settler.expect(["e1"])
+    assert settler.next_look() == 1.0  # this session's own mail: looked for every second
