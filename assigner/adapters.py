@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 
-from assigner.ports import Assignment
+from assigner.ports import Assignment, unusable_group
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
 from shared.logging import get_logger
@@ -239,10 +239,8 @@ class MongoManagerRotation:
                 return Assignment(str(customer["manager_id"]), assigned_now=mine)
             if claim is None:
                 managers = self._managers(tenant_id, group_id)
-                if managers is None:
-                    return Assignment(None, f"manager group {group_id} does not exist", False)
                 if not managers:
-                    return Assignment(None, f"manager group {group_id} has no managers", False)
+                    return unusable_group(group_id, missing=managers is None)
                 claim = self._claim(tenant_id, group_id, customer_id, email_id, managers, now)
             return self._settle(tenant_id, customer, claim, email_id, now)
 

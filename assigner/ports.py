@@ -9,11 +9,19 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Assignment:
-    """Who got the customer; `manager_id` None with a `note` when nobody could."""
+    """Who got the customer; `manager_id` None with a `note` when nobody could, and
+    `group_unusable` when that is because the group is missing or has no managers."""
 
     manager_id: str | None
     note: str | None = None
     assigned_now: bool = True
+    group_unusable: bool = False
+
+
+def unusable_group(group_id: str, *, missing: bool) -> Assignment:
+    """Nobody got the customer: the group does not exist (`missing`) or has no managers."""
+    why = "does not exist" if missing else "has no managers"
+    return Assignment(None, f"manager group {group_id} {why}", False, group_unusable=True)
 
 
 class ManagerRotation(Protocol):

@@ -6,8 +6,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from pymongo import ReplaceOne
 from pymongo.collection import Collection
 
+from binder.accounts import MongoAccountDirectory
 from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
@@ -18,6 +20,7 @@ from shared.store import (
     Store,
     find_own,
     insert_many_or_ignore,
+    insert_or_ignore,
     store_errors,
 )
 
@@ -60,9 +63,10 @@ class MongoCrmDirectory:
     """Orders and customers as the CRM stores them (every query filters on the tenant).
 
     `warm` reads a whole batch's customers and orders with one query per tenant and
-    collection; until the next `warm`, lookups it covered are answered from what it read,
-    the others go to the store. Customers created meanwhile are kept until `flush`, which
-    writes them with one command before the batch's e-mails.
+    collection, and its tenants' account addresses with one query; until the next `warm`,
+    lookups it covered are answered from what it read, the others go to the store. Customers
+    created meanwhile are kept until `flush`, which writes them with one command before the
+    batch's e-mails.
     """
 
     def __init__(self, store: Store) -> None:
@@ -70,9 +74,11 @@ class MongoCrmDirectory:
         self._customers: dict[tuple[str, str], CustomerRef | None] = {}
         self._orders: dict[tuple[str, str], OrderRef | None] = {}
         self._created: list[dict[str, Any]] = []
+        self.accounts = MongoAccountDirectory(store)
 
     def warm(self, wanted: Mapping[str, Wanted]) -> None:
         self._customers, self._orders, self._created = {}, {}, []
+        self.accounts.warm(wanted)
         with store_errors("read the batch's customers and orders"):
             for tenant_id, want in wanted.items():
                 if want.addresses:
@@ -127,6 +133,9 @@ class MongoCrmDirectory:
                 )
         return _customer(doc)
 
+    def own_addresses(self, tenant_id: str) -> frozenset[str]:
+        return self.accounts.own_addresses(tenant_id)
+
     def create_customer(
         self, tenant_id: str, address: str, *, shop_id: str | None, email_id: str, now: datetime
     ) -> CustomerRef:
@@ -174,17 +183,19 @@ class MongoEmailArchive:
 
     `warm` reads the batch's stored documents with one query (a redelivered mail finds its
     own). A recorded document is kept until `flush`, which writes the batch's documents with
-    one command (the worker calls it before any of the batch's events is published).
+    one command (the worker calls it before any of the batch's events is published), and
+    the documents replacing `failed` ones with another.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._pending: dict[str, dict[str, Any]] = {}
+        self._replacing: set[str] = set()
         self._stored = OwnCache(store.emails)
 
     def warm(self, email_ids: Iterable[str]) -> None:
         """Start a batch: read which of its e-mails are recorded already, with one query."""
-        self._pending = {}
+        self._pending, self._replacing = {}, set()
         with store_errors("read the batch's emails"):
             self._stored.load(email_ids)
 
@@ -198,10 +209,42 @@ class MongoEmailArchive:
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self._pending.setdefault(doc["_id"], doc)
 
+    def replace_failed(self, doc: dict[str, Any]) -> dict[str, Any]:
+        self._replacing.add(doc["_id"])
+        self._pending[doc["_id"]] = doc
+        return doc
+
+    def record_failure(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        ours = {"_id": doc["_id"], "tenant_id": doc["tenant_id"]}
+        with store_errors("record a failed e-mail"):
+            if insert_or_ignore(self._store.emails, doc):
+                return doc
+            self._store.emails.replace_one({**ours, "status": "failed"}, doc)
+            return self._store.emails.find_one(ours)
+
     def flush(self) -> None:
         """Write the kept documents; if another binder wrote one meanwhile, try again later."""
         docs, self._pending = list(self._pending.values()), {}
-        insert_all_new(self._store.emails, docs, "e-mails were recorded")
+        replacing, self._replacing = self._replacing, set()
+        new = [doc for doc in docs if doc["_id"] not in replacing]
+        insert_all_new(self._store.emails, new, "e-mails were recorded")
+        self._replace_failed([doc for doc in docs if doc["_id"] in replacing])
+
+    def _replace_failed(self, docs: list[Doc]) -> None:
+        """Replace `failed` documents decided again, each only while it is still `failed`."""
+        if not docs:
+            return
+        with store_errors("replace failed e-mails"):
+            replacements = [
+                ReplaceOne({"_id": d["_id"], "tenant_id": d["tenant_id"], "status": "failed"}, d)
+                for d in docs
+            ]
+            result = self._store.emails.bulk_write(replacements, ordered=False)
+        if result.matched_count < len(docs):
+            raise TransientError(
+                f"{len(docs) - result.matched_count} of {len(docs)} failed e-mails were decided "
+                "meanwhile by another binder: the batch is handled again from what is stored"
+            )
 
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
         for kept in self._pending.values():  # an earlier mail of this batch

@@ -33,13 +33,15 @@ def handle_mail_fetched(
     """Bind a fetched mail by the rules (order tag, sender, create customer, skip).
 
     The stored `emails` document is the record: a redelivered mail re-emits the event built
-    from it, so the outcome, the document and the event id are the same every time.
+    from it, so the outcome, the document and the event id are the same every time. A mail
+    recorded as `failed` (it ended in the dead-letter queue) is decided again when it is
+    replayed, and its decision replaces the failed document.
     `parsed`: the raw mail as parsed already (or why it could not be), not parsed again.
     """
     stored = archive.get(event.tenant_id, event.email_id)
-    if stored is None:
+    if stored is None or stored.get("status") == "failed":
         doc = _decide(event, raw, parsed, crm=crm, archive=archive, blobs=blobs, now=now)
-        stored = archive.record(doc)
+        stored = archive.record(doc) if stored is None else archive.replace_failed(doc)
     return [outcome_event(event, stored, now=now)]
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from shared.contracts import AccountOptions
+
 
 @dataclass(frozen=True)
 class OrderRef:
@@ -25,8 +27,17 @@ class CustomerRef:
     source_email_id: str | None = None
 
 
+@dataclass(frozen=True)
+class AccountRef:
+    """A mail account as the store holds it: its tenant and its options."""
+
+    id: str
+    tenant_id: str
+    options: AccountOptions
+
+
 class CrmDirectory(Protocol):
-    """The CRM's orders and customers of one tenant."""
+    """The CRM's orders and customers of one tenant, and the addresses of its own mailboxes."""
 
     def find_order(self, tenant_id: str, number: str) -> OrderRef | None: ...
 
@@ -40,6 +51,18 @@ class CrmDirectory(Protocol):
         """The customer keyed by tenant + address, created if missing (one, even when racing)."""
         ...
 
+    def own_addresses(self, tenant_id: str) -> frozenset[str]:
+        """The (normalised) addresses of every mail account of the tenant."""
+        ...
+
+
+class AccountDirectory(Protocol):
+    """The `accounts` collection, as the binder reads it."""
+
+    def find(self, tenant_id: str, account_id: str) -> AccountRef | None:
+        """The tenant's account with this id, or None (absent, or another tenant's)."""
+        ...
+
 
 class EmailArchive(Protocol):
     """The `emails` collection: one document per fetched message."""
@@ -48,6 +71,19 @@ class EmailArchive(Protocol):
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Insert `doc` unless its _id exists; return the stored document either way."""
+        ...
+
+    def replace_failed(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Replace the stored `failed` document of `doc`'s _id (decided again) with `doc`.
+
+        If it is no longer `failed` by then (another binder decided it), the mail is handled
+        again from what is stored.
+        """
+        ...
+
+    def record_failure(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Store the `failed` document `doc` at once: inserted, or replacing a `failed` one; a
+        decided mail's document stays. The stored document of the tenant, or None."""
         ...
 
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:

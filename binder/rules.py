@@ -50,10 +50,14 @@ def _by_customer(customer: CustomerRef, email_id: str) -> Bound:
 def match_subject_tag(
     tenant_id: str, mail: ParsedMail, options: AccountOptions, crm: CrmDirectory
 ) -> Bound | None:
-    """Rule 1: the first `[#NUMBER]` naming an existing order of the tenant.
+    """Rule 1: the first `[#NUMBER]` naming an existing order of the tenant, with or without
+    a usable sender (the order names its customer).
 
-    With "tag requires sender", the order binds only if the sender is the order's customer.
+    With "tag requires sender", the order binds only if the sender is the order's customer:
+    a mail without a usable sender cannot bind by its tag then.
     """
+    if options.tag_requires_sender and mail.from_address is None:
+        return None
     for number in extract_order_tags(mail.subject):
         order = crm.find_order(tenant_id, number)
         if order is None:
@@ -86,18 +90,24 @@ def bind(
     archive: EmailArchive,
     now: datetime,
 ) -> Binding:
-    """Apply the rules in order; the first that matches decides."""
-    sender = mail.from_address
-    if sender is None:
-        return Skipped("no_sender", "the mail has no usable From address")
+    """Apply the rules in order; the first that matches decides.
+
+    Mail from one of the tenant's own mailboxes (a shop's own copies, forwards, bounces) binds
+    by its tag, its thread or to an existing customer, and never creates one.
+    """
     tagged = match_subject_tag(tenant_id, mail, options, crm)
     if tagged is not None:
         return tagged
+    sender = mail.from_address
+    if sender is None:
+        return Skipped("no_sender", "the mail has no usable From address")
     if options.thread_replies and (threaded := match_thread(tenant_id, mail, crm, archive)):
         return threaded
     customer = crm.find_customer(tenant_id, sender)
     if customer is not None:
         return _by_customer(customer, email_id)
+    if sender in crm.own_addresses(tenant_id):
+        return Skipped("own_address", f"{sender} is a mailbox of this tenant")
     if not options.create_customer:
         return Skipped("no_customer", f"no customer has the address {sender}")
     if options.ignore_auto_replies and mail.is_auto_reply:

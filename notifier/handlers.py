@@ -23,6 +23,8 @@ SKIP_REASONS = {
     "no_sender": "it has no usable sender address",
     "auto_reply": "it is an automatic reply",
     "invalid_event": "it could not be read",
+    "own_address": "it comes from one of the shop's own mailboxes",
+    "failed": "it could not be processed (it waits in the dead-letter queue for a replay)",
 }
 
 
@@ -96,11 +98,40 @@ def handle_mail_routed(
     """A manager who got a new customer is told so first, then of the mail.
 
     Otherwise, with "notify manager", the order's (else the customer's) manager is told of
-    each incoming mail; nobody when there is no manager.
+    each incoming mail; nobody when there is no manager. A new customer that the account's
+    manager group could not take (missing or empty) is reported to the account's owner.
     """
+    docs = _assignment_failed(event, now=now)
     manager = event.manager_id
-    if manager is None or not (event.assigned_now or event.options.notify_manager):
+    if manager is not None and (event.assigned_now or event.options.notify_manager):
+        docs += _manager_notifications(event, manager, now=now)
+    return store_all(docs, event, inbox=inbox, webhooks=webhooks, now=now)
+
+
+def _assignment_failed(event: MailRouted, *, now: datetime) -> list[dict[str, Any]]:
+    group = event.unassigned_group_id
+    if group is None:
         return []
+    who = event.summary.from_address or event.customer_id
+    why = event.assignment_note or f"manager group {group} cannot take it"
+    return [
+        notification(
+            "assignment_failed",
+            event.email_id,
+            event.options.owner_id,
+            event,
+            now=now,
+            text=f"Customer {who} was left without a manager: {why}",
+            customer_id=event.customer_id,
+            group_id=group,
+            reason=event.assignment_note,
+        )
+    ]
+
+
+def _manager_notifications(
+    event: MailRouted, manager: str, *, now: datetime
+) -> list[dict[str, Any]]:
     docs = []
     if event.assigned_now:
         docs.append(
@@ -131,23 +162,26 @@ def handle_mail_routed(
             preview=event.summary.preview[:300],
         )
     )
-    return store_all(docs, event, inbox=inbox, webhooks=webhooks, now=now)
+    return docs
 
 
 def handle_mail_skipped(
     event: MailSkipped, *, inbox: NotificationInbox, webhooks: WebhookDirectory, now: datetime
 ) -> list[Event]:
-    """With "notify about skipped messages", the account's owner is told why a mail was skipped."""
+    """With "notify about skipped messages", the account's owner is told why a mail was skipped.
+
+    A mail that failed is told of on its own: a replay that skips it says so again.
+    """
     if not event.options.notify_skipped:
         return []
     why = SKIP_REASONS.get(event.reason, event.reason)
     doc = notification(
         "message_skipped",
-        event.email_id,
+        f"{event.email_id}/failed" if event.reason == "failed" else event.email_id,
         event.options.owner_id,
         event,
         now=now,
-        text=f"A mail from {_sender(event)} ({event.summary.subject!r}) was skipped: {why}",
+        text=_skipped_text(event, why),
         reason=event.reason,
         detail=event.detail,
         subject=event.summary.subject,
@@ -155,6 +189,12 @@ def handle_mail_skipped(
         from_name=event.summary.from_name,
     )
     return store_all([doc], event, inbox=inbox, webhooks=webhooks, now=now)
+
+
+def _skipped_text(event: MailSkipped, why: str) -> str:
+    if event.summary.from_address is None and not event.summary.subject:
+        return f"A mail ({event.email_id}) was not loaded: {why}"
+    return f"A mail from {_sender(event)} ({event.summary.subject!r}) was skipped: {why}"
 
 
 def handle_account_failed(

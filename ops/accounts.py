@@ -227,8 +227,22 @@ def _limit_error(tenant_id: str, count: int) -> UserError:
     )
 
 
+def _check_group(ctx: Context, config: AccountConfig) -> None:
+    """A manager group must exist in the tenant when the account names one."""
+    group = config.manager_group_id
+    if group is None:
+        return
+    query = {"_id": group, "tenant_id": config.tenant_id}
+    if ctx.store.manager_groups.find_one(query, {"_id": 1}) is None:
+        raise UserError(
+            f"--manager-group: tenant {config.tenant_id} has no manager group {group!r} "
+            "(nothing was added)"
+        )
+
+
 def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(args)
+    _check_group(ctx, config)
     secrets = _password(args, ctx)
     accounts = ctx.store.accounts
     count = accounts.count_documents({"tenant_id": config.tenant_id})

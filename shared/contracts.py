@@ -18,7 +18,14 @@ EVENT_HEADER = "mailintake-event"
 
 MatchedBy = Literal["subject_tag", "sender", "created", "thread"]
 SkipReason = Literal[
-    "no_customer", "too_large", "parse_error", "no_sender", "auto_reply", "invalid_event"
+    "no_customer",
+    "too_large",
+    "parse_error",
+    "no_sender",
+    "auto_reply",
+    "invalid_event",
+    "own_address",
+    "failed",
 ]
 
 
@@ -151,6 +158,8 @@ class MailRouted(MailBound):
     routing_key: ClassVar[str] = "mail.routed"
     assigned_now: bool = False
     assignment_note: str | None = None
+    # The account's manager group could not take the new customer (missing or empty).
+    unassigned_group_id: str | None = None
 
 
 class MailSkipped(Event):

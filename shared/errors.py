@@ -23,6 +23,10 @@ class InvalidEventError(PermanentError):
     """Raised when an incoming message does not match any known event contract."""
 
 
+class DeliveryLimitError(PermanentError):
+    """Raised when a message comes on its last allowed delivery: consumers died holding it."""
+
+
 class BrokerUnavailableError(TransientError):
     """Raised when RabbitMQ cannot be reached or drops the connection."""
 

@@ -50,6 +50,9 @@ _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _ADDRESS_SEPARATORS = re.compile(r"[\s<>()\[\]\",;:]+")
 _OBSOLETE_COLON = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]+:", re.MULTILINE)
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+# A byte-order mark or blank lines before the first field: some clients and exports add them.
+_LEADING_JUNK = re.compile(rb"(?:\xef\xbb\xbf|[ \t]*\r?\n)+")
+_LEADING_JUNK_STARTS = frozenset((b"\xef", b" ", b"\t", b"\r", b"\n"))
 _COMMENTS = re.compile(r"\([^()]*\)")
 _COLON_SPACE = re.compile(r"\s*:\s*")
 _ADDRESS_BREAKERS = frozenset("<>,;()")
@@ -143,7 +146,12 @@ def mail_fingerprint(parsed: ParsedMail) -> str:
 
 
 def _parse_bytes(raw: bytes, mail_policy: "EmailPolicy[Any]") -> tuple[Message, str | None]:
-    """The parsed message, and the defect for which its body was left unparsed, if any."""
+    """The parsed message, and the defect for which its body was left unparsed, if any.
+
+    A UTF-8 byte-order mark or blank lines before the header fields are passed over.
+    """
+    if raw[:1] in _LEADING_JUNK_STARTS and (junk := _LEADING_JUNK.match(raw)):
+        raw = raw[junk.end() :]
     if not raw or raw.isspace():
         raise MailParseError("empty message")
     parser = _Parser(mail_policy)

@@ -16,7 +16,13 @@ from shared.metrics import outcome_recorder
 from shared.settings import Settings
 from shared.store import Store
 from shared.topology import Topology
-from shared.worker import EventHandler, RetryPolicy, StageWorker, install_stop_signals
+from shared.worker import (
+    DeadLetterRecorder,
+    EventHandler,
+    RetryPolicy,
+    StageWorker,
+    install_stop_signals,
+)
 
 log = get_logger("mailintake.runtime")
 
@@ -55,8 +61,13 @@ def run_stage(
     build_handler: Callable[[Settings, Store], EventHandler],
     settings: Settings | None = None,
     stop: threading.Event | None = None,
+    *,
+    build_dead_letters: Callable[[Settings, Store], DeadLetterRecorder] | None = None,
 ) -> int:
-    """Run one consuming stage (binder, assigner, notifier) until SIGTERM; the exit code."""
+    """Run one consuming stage (binder, assigner, notifier) until SIGTERM; the exit code.
+
+    `build_dead_letters`: what records the messages the stage dead-letters, if anything.
+    """
     settings = settings or Settings()
     configure_logging(settings.log_format, settings.log_level)
     if "--check" in sys.argv[1:]:  # `python -m binder --check`: readiness as the exit code
@@ -70,6 +81,7 @@ def run_stage(
         build_handler(settings, store),
         policy=retry_policy(settings),
         on_outcome=outcome_recorder(stage),
+        dead_letters=build_dead_letters(settings, store) if build_dead_letters else None,
     )
     endpoints = start_endpoints(
         settings.metrics_port, consuming={worker.queue: worker.consuming}, store_ping=store.ping

@@ -26,6 +26,9 @@ H_TENANT = "mailintake-tenant"
 H_ACCOUNT = "mailintake-account"
 H_SCHEMA = "mailintake-schema-version"
 
+# RabbitMQ's: how often a quorum queue's message came back to it (a consumer gone).
+H_DELIVERY_COUNT = "x-delivery-count"
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -77,6 +80,13 @@ class Incoming:
     def attempt(self) -> int:
         """How many retries this message already had (0 the first time)."""
         value = self.headers.get(H_ATTEMPT, 0)
+        return value if isinstance(value, int) else 0
+
+    @property
+    def delivery_count(self) -> int:
+        """How many earlier deliveries of this message were returned to its queue (a consumer
+        gone): the quorum queue's count, 0 the first time."""
+        value = self.headers.get(H_DELIVERY_COUNT, 0)
         return value if isinstance(value, int) else 0
 
 

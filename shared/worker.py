@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any, Protocol
 
 from shared.contracts import Event
 from shared.errors import (
     BrokerUnavailableError,
+    DeliveryLimitError,
     PermanentError,
     PublishNotConfirmedError,
     StoreUnavailableError,
@@ -26,6 +28,17 @@ log = get_logger("mailintake.worker")
 EventHandler = Callable[[Event, bytes | None], Sequence[Event]]
 BatchPreparer = Callable[[Sequence[tuple[Event, bytes | None]]], None]
 BatchFinisher = Callable[[], None]
+
+
+class DeadLetterRecorder(Protocol):
+    """What a stage records of a message it gives up on, as it goes to the dead-letter queue."""
+
+    def record(self, event: Event, reason: str) -> Sequence[Event]:
+        """Record that `event` failed for `reason`; the events to publish with its dead letter.
+
+        Raising leaves the message for a later retry instead, so that it is recorded.
+        """
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,16 +60,18 @@ def settle_failure(message: Incoming, exc: BaseException, policy: RetryPolicy) -
     (an unknown error may be a passing one) until `policy.max_retries` is used up.
     """
     headers = failure_headers(message, exc)
-    target = Topology.dead_letter_queue(message.queue)
-    expiration: int | None = None
     if not isinstance(exc, PermanentError):
         if message.attempt < policy.max_retries:
-            target = Topology.retry_queue(message.queue)
-            expiration = policy.delay_ms(message.attempt)
-            headers[H_ATTEMPT] = message.attempt + 1
-        else:
-            headers[H_ERROR] = f"retries exhausted ({message.attempt}): {headers[H_ERROR]}"
-    return [message.forward(target, headers, expiration_ms=expiration)]
+            return [retry_later(message, headers, policy)]
+        headers[H_ERROR] = f"retries exhausted ({message.attempt}): {headers[H_ERROR]}"
+    return [message.forward(Topology.dead_letter_queue(message.queue), headers)]
+
+
+def retry_later(message: Incoming, headers: dict[str, Any], policy: RetryPolicy) -> Outgoing:
+    """`message` to its `.retry` queue with `headers`, delayed by its attempt's delay."""
+    delay = policy.delay_ms(message.attempt)
+    retried = {**headers, H_ATTEMPT: message.attempt + 1}
+    return message.forward(Topology.retry_queue(message.queue), retried, expiration_ms=delay)
 
 
 class StageWorker:
@@ -72,6 +87,7 @@ class StageWorker:
         on_outcome: Callable[[str, Event | None, float], None] | None = None,
         prepare: BatchPreparer | None = None,
         finish: BatchFinisher | None = None,
+        dead_letters: DeadLetterRecorder | None = None,
     ) -> None:
         self.stage = stage
         self.broker = broker
@@ -79,6 +95,7 @@ class StageWorker:
         self._handler = handler
         self._policy = policy or RetryPolicy()
         self._on_outcome = on_outcome
+        self._dead_letters = dead_letters
         # A handler may read a batch in bulk before it (`prepare`) and write what it kept
         # back in bulk after it (`finish`).
         self._prepare = prepare or getattr(handler, "prepare", None)
@@ -114,19 +131,21 @@ class StageWorker:
         results: list[tuple[Incoming, list[Outgoing], Event | None, float]] = []
         for message, event_payload in zip(messages, decoded, strict=True):
             self._started = time.monotonic()
+            event = None if isinstance(event_payload, Exception) else event_payload[0]
             try:
                 if isinstance(event_payload, Exception):
                     raise event_payload
+                self._check_delivery_limit(message)
                 outputs = self.handle(*event_payload)
                 took = time.monotonic() - self._started
-                results.append((message, outputs, event_payload[0], took))
+                results.append((message, outputs, event, took))
             except Exception as exc:  # settled: retried or dead-lettered
-                results.append((message, self.settle(message, exc), None, 0.0))
+                results.append((message, self.settle(message, exc, event), None, 0.0))
         if self._finish is not None and any(r[2] is not None for r in results):
             try:
                 self._finish()
             except Exception as exc:  # the whole batch is settled
-                results = [(m, self.settle(m, exc) if e else out, None, 0.0)
+                results = [(m, self.settle(m, exc, e) if e else out, None, 0.0)
                            for m, out, e, _ in results]  # fmt: skip
         for _, _, done, seconds in results:
             if done is not None:  # only now: a failed `finish` makes it a retry
@@ -151,8 +170,27 @@ class StageWorker:
             took = time.monotonic() - self._started if seconds is None else seconds
             self._on_outcome(outcome, event, took)
 
-    def settle(self, message: Incoming, exc: BaseException) -> list[Outgoing]:
+    def _check_delivery_limit(self, message: Incoming) -> None:
+        """Dead-letter (and so record) a message on its last allowed delivery, unhandled.
+
+        Each earlier delivery ended with its consumer gone (RabbitMQ counts them in the quorum
+        queue's delivery count); one more and RabbitMQ would dead-letter it itself, unrecorded.
+        """
+        limit = self.broker.topology.delivery_limit
+        if message.delivery_count >= limit:
+            raise DeliveryLimitError(
+                f"delivered {message.delivery_count + 1} times: every consumer before died "
+                f"holding it (delivery limit {limit})"
+            )
+
+    def settle(
+        self, message: Incoming, exc: BaseException, event: Event | None = None
+    ) -> list[Outgoing]:
+        """Where a failed message goes (`settle_failure`); a dead letter recorded first."""
         outputs = settle_failure(message, exc, self._policy)
+        dlq = Topology.dead_letter_queue(message.queue)
+        if event is not None and outputs[0].routing_key == dlq:
+            outputs = self._record_dead_letter(message, event, outputs[0])
         log.warning(
             "event_failed",
             queue=self.queue,
@@ -165,6 +203,22 @@ class StageWorker:
         dead = outputs[0].routing_key == Topology.dead_letter_queue(message.queue)
         self._report("dead_lettered" if dead else "retried", None)
         return outputs
+
+    def _record_dead_letter(
+        self, message: Incoming, event: Event, dead_letter: Outgoing
+    ) -> list[Outgoing]:
+        """The dead letter and what the stage's recorder says of it; a retry if it cannot."""
+        if self._dead_letters is None:
+            return [dead_letter]
+        try:
+            with message_context(
+                tenant_id=event.tenant_id, email_id=event.email_id, event_id=event.event_id
+            ):
+                told = self._dead_letters.record(event, str(dead_letter.headers[H_ERROR]))
+        except Exception as exc:  # not recorded: it comes back later, to be recorded then
+            log.warning("dead_letter_not_recorded", error_class=type(exc).__name__, error=str(exc))
+            return [retry_later(message, dead_letter.headers, self._policy)]
+        return [dead_letter, *(encode_event(e) for e in told)]
 
     def run(self) -> None:
         """Consume until `stop` is set, reconnecting (with backoff) whenever RabbitMQ drops."""

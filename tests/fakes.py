@@ -7,16 +7,21 @@ from datetime import datetime
 from typing import Any
 
 from assigner.adapters import pick_manager
-from assigner.ports import Assignment
+from assigner.ports import Assignment, unusable_group
 from binder.adapters import customer_id_for
-from binder.ports import CustomerRef, OrderRef
+from binder.ports import AccountRef, CustomerRef, OrderRef
 from notifier.ports import DeliveryResult, WebhookConfig
+from shared.contracts import Event
 
 
 @dataclass
 class FakeCrmDirectory:
     orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: dict[str, set[str]] = field(default_factory=dict)  # tenant -> own addresses
+
+    def own_addresses(self, tenant_id: str) -> frozenset[str]:
+        return frozenset(self.accounts.get(tenant_id, ()))
 
     def add_order(
         self, tenant: str, oid: str, number: str, customer_id: str, manager_id: str | None = None
@@ -76,6 +81,30 @@ class FakeCrmDirectory:
 
 
 @dataclass
+class FakeDeadLetterRecorder:
+    """Records what it is given; tells `told` each time, or raises when `broken`."""
+
+    told: list[Event] = field(default_factory=list)
+    broken: bool = False
+    recorded: list[tuple[Event, str]] = field(default_factory=list)
+
+    def record(self, event: Event, reason: str) -> list[Event]:
+        if self.broken:
+            raise ConnectionError("the store went away")
+        self.recorded.append((event, reason))
+        return list(self.told)
+
+
+@dataclass
+class FakeAccountDirectory:
+    accounts: dict[str, AccountRef] = field(default_factory=dict)
+
+    def find(self, tenant_id: str, account_id: str) -> AccountRef | None:
+        account = self.accounts.get(account_id)
+        return account if account and account.tenant_id == tenant_id else None
+
+
+@dataclass
 class FakeEmailArchive:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -85,6 +114,19 @@ class FakeEmailArchive:
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self.docs.setdefault(doc["_id"], doc)
+
+    def replace_failed(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if self.docs[doc["_id"]]["status"] == "failed":
+            self.docs[doc["_id"]] = doc
+        return self.docs[doc["_id"]]
+
+    def record_failure(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        stored = self.docs.setdefault(doc["_id"], doc)
+        if stored["tenant_id"] != doc["tenant_id"]:
+            return None
+        if stored["status"] == "failed":
+            self.docs[doc["_id"]] = doc
+        return self.docs[doc["_id"]]
 
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
         for d in self.docs.values():
@@ -123,10 +165,10 @@ class FakeManagerRotation:
         if customer_id in self.assigned:
             return Assignment(self.assigned[customer_id])
         if group_id not in self.managers:
-            return Assignment(None, f"manager group {group_id} does not exist", False)
+            return unusable_group(group_id, missing=True)
         manager = pick_manager(self.managers[group_id], self.last)
         if manager is None:
-            return Assignment(None, f"manager group {group_id} has no managers", False)
+            return unusable_group(group_id, missing=False)
         self.last[manager] = len(self.assigned) + 1
         self.assigned[customer_id] = manager
         return Assignment(manager)

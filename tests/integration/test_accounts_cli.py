@@ -77,6 +77,26 @@ def test_bad_values_are_refused_with_one_line_each(
     assert store.accounts.count_documents({}) == 0
 
 
+def test_a_manager_group_the_tenant_does_not_have_is_refused_naming_it(
+    cli: Run, mailbox: Mailbox, store: Store
+) -> None:
+    store.manager_groups.insert_many(
+        [
+            {"_id": "g-new", "tenant_id": "t-cli", "name": "new", "manager_ids": []},
+            {"_id": "g-theirs", "tenant_id": "t-other", "name": "theirs", "manager_ids": []},
+        ]
+    )
+    for group in ("g-missing", "g-theirs"):
+        code, _out, err = cli(*add_args(mailbox), "--manager-group", group, password="pw")
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "--manager-group" in err and repr(group) in err and "t-cli" in err
+    assert store.accounts.count_documents({}) == 0
+    code, out, err = cli(*add_args(mailbox), "--manager-group", "g-new", password="pw")
+    assert code == 0, err
+    account = store.accounts.find_one({"tenant_id": "t-cli", "_id": out.strip()})
+    assert account is not None and account["manager_group_id"] == "g-new"
+
+
 def test_plaintext_to_a_remote_host_needs_security_none_said_explicitly(
     cli: Run, store: Store, mailbox: Mailbox
 ) -> None:

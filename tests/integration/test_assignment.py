@@ -14,7 +14,8 @@ import pytest
 from assigner.__main__ import build_handler
 from assigner.adapters import CLAIMS, SLOTS, MongoAssignmentRecords, MongoManagerRotation, slot_id
 from assigner.handlers import handle_mail_bound
-from shared.contracts import AccountOptions, MailBound, MailRouted, MailSummary
+from notifier.__main__ import run as run_notifier
+from shared.contracts import AccountOptions, MailBound, MailRouted, MailSummary, deterministic_id
 from shared.messaging import Broker
 from shared.runtime import open_broker, retry_policy
 from shared.settings import Settings
@@ -418,3 +419,40 @@ def test_slots_a_dead_run_left_keep_their_turns_when_its_events_come_one_at_a_ti
     assert got == ["m1", "m2", "m3", "m1", "m2", "m3", "m1"]
     assert store[SLOTS].count_documents({"tenant_id": TENANT}) == 7
     assert shares(store) == {"m1": 3, "m2": 2, "m3": 2}
+
+
+@pytest.mark.parametrize("change", ["emptied", "vanished"])
+def test_a_group_emptied_or_gone_leaves_the_customer_unassigned_and_tells_the_owner(
+    settings: Settings, broker: Broker, store: Store, change: str
+) -> None:
+    seed_group(store, "g1", ("m1", "free", True))
+    if change == "emptied":
+        store.manager_groups.update_one({"_id": "g1"}, {"$set": {"manager_ids": []}})
+    else:
+        store.manager_groups.delete_one({"_id": "g1"})
+    event = new_customer(store, 1)
+    stop = threading.Event()
+    notifier = threading.Thread(target=run_notifier, args=(settings, stop), daemon=True)
+    notifier.start()
+    try:
+        with assigners(settings, 1):
+            broker.publish([encode_event(event), encode_event(event)])  # and redelivered
+            wait_until(
+                lambda: store.notifications.count_documents({"tenant_id": TENANT}) > 0,
+                30,
+                "the owner's notification",
+            )
+            queue = broker.topology.work_queue("notifier")
+            wait_until(lambda: broker.queue_counts(queue)[0] == 0, 30, "the notifier to drain")
+    finally:
+        stop.set()
+        notifier.join(timeout=30)
+    [doc] = store.notifications.find({"tenant_id": TENANT})
+    assert (doc["kind"], doc["user_id"], doc["group_id"]) == ("assignment_failed", "owner", "g1")
+    assert "g1" in doc["text"] and "c1@x.org" in doc["text"]
+    key = ("notification", TENANT, "assignment_failed", "e1", "owner")  # kind + mail + recipient
+    assert doc["_id"] == deterministic_id(*key)
+    customer = store.customers.find_one({"tenant_id": TENANT, "_id": "c1"})
+    assert customer is not None and customer["manager_id"] is None
+    email = store.emails.find_one({"tenant_id": TENANT, "_id": "e1"})
+    assert email is not None and "g1" in email["unassigned_reason"]

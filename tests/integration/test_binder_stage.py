@@ -21,8 +21,8 @@ from shared.topology import Topology
 from shared.wire import encode_event
 from shared.worker import RetryPolicy, StageWorker
 from tests.conftest import make_mail
+from tests.corpus import FILES, require_corpus
 from tests.processes import wait_until
-from tests.unit.test_mail_corpus import CORPUS, FILES
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +106,7 @@ def test_two_binders_racing_on_one_new_sender_make_one_customer(
 def test_every_corpus_message_is_bound_skipped_or_stored_unparseable(
     broker: Broker, store: Store, binders: object
 ) -> None:
-    if not FILES:
-        pytest.fail(f"no mail corpus at {CORPUS}", pytrace=False)
+    require_corpus()
     store.customers.insert_one(
         {
             "_id": "c-known",

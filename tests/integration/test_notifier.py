@@ -182,3 +182,18 @@ def test_every_event_type_redelivered_notifies_once(
     ]
     dlq = broker.topology.dead_letter_queue(broker.topology.work_queue("notifier"))
     assert broker.queue_counts(dlq)[0] == 0
+
+
+def test_a_failed_mail_is_told_of_apart_from_the_skip_of_its_replay(
+    notifier: threading.Event, broker: Broker, store: Store
+) -> None:
+    failed = skipped(1, notify=True, reason="failed")
+    replayed = skipped(1, notify=True).model_copy(update={"event_id": "s1-replayed"})
+    publish(broker, [failed, failed, replayed])
+    wait_until(settled(broker, store, 2), 20, "two notifications")
+    docs = notifications(store)
+    assert sorted((d["kind"], d["reason"], d["email_id"]) for d in docs) == [
+        ("message_skipped", "failed", "se1"),
+        ("message_skipped", "no_customer", "se1"),
+    ]
+    assert "could not be processed" in next(d for d in docs if d["reason"] == "failed")["text"]

@@ -21,6 +21,7 @@ from shared.mail import (
     parse_mail,
 )
 from shared.mailparts import _WORDS, _decoded_payload, words
+from tests.conftest import make_mail
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -638,11 +639,30 @@ def test_moderate_nesting_is_read_whole() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"   \r\n\t ", b"just some text, no header", b"\r\n\r\nFrom: late@example.com\r\n"],
+    [
+        b"",
+        b"   \r\n\t ",
+        b"just some text, no header",
+        b"\xef\xbb\xbf\r\n\r\n",
+        b"\r\n\r\nno header",
+    ],
 )
 def test_not_mail_raises_mail_parse_error(raw: bytes) -> None:
     with pytest.raises(MailParseError):
         parse_mail(raw)
+
+
+@pytest.mark.parametrize(
+    "lead",
+    [b"\xef\xbb\xbf", b"\r\n", b"\r\n\r\n", b"\n\n", b"\xef\xbb\xbf\r\n", b" \t\r\n\r\n"],
+    ids=["bom", "crlf", "two-crlf", "two-lf", "bom-crlf", "blank-spaces"],
+)
+def test_a_byte_order_mark_or_blank_lines_before_the_fields_are_passed_over(lead: bytes) -> None:
+    raw = make_mail("Late <late@example.com>", "[#3112] where is it", "Hello there")
+    parsed = parse_mail(lead + raw)
+    assert (parsed.from_address, parsed.subject) == ("late@example.com", "[#3112] where is it")
+    assert parsed.preview == "Hello there"
+    assert parsed.defects == parse_mail(raw).defects
 
 
 def test_mail_parse_error_is_a_value_error() -> None:

@@ -1,7 +1,7 @@
 """shared.mail over a corpus of real-world and hand-broken messages that nobody here wrote.
 
-The corpus lives in shared/corpus beside the repository (`<repo>/../shared/corpus`), or where
-MAILINTAKE_CORPUS_DIR points. Missing, it skips these tests locally and fails them in CI.
+The corpus is kept outside the repository (tests/corpus.py says where): missing, these tests
+are skipped with the reason, and fail when `CI` is set.
 """
 
 import os
@@ -11,36 +11,11 @@ from pathlib import Path
 import pytest
 
 from shared.mail import MailParseError, ParsedMail, normalize_address, parse_mail
-
-NOT_MAIL = frozenset({"README.md", "LICENSE"})
-
-
-def corpus_dir() -> Path:
-    configured = os.environ.get("MAILINTAKE_CORPUS_DIR")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[3] / "shared" / "corpus"
-
-
-CORPUS = corpus_dir()
-FILES = (
-    sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name not in NOT_MAIL)
-    if CORPUS.is_dir()
-    else []
-)
-
-
-def file_id(path: Path) -> str:
-    return path.relative_to(CORPUS).as_posix()
+from tests.corpus import CORPUS, FILES, file_id, require_corpus
 
 
 def test_corpus_is_present() -> None:
-    if FILES:
-        return
-    message = f"no mail corpus at {CORPUS} (set MAILINTAKE_CORPUS_DIR)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    require_corpus()
 
 
 @pytest.mark.parametrize("path", FILES, ids=file_id)
@@ -111,6 +86,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize(("name", "expected"), sorted(EXPECTED.items()))
 def test_known_corpus_message(name: str, expected: dict[str, object]) -> None:
+    require_corpus()
     path = CORPUS / name
     if not path.is_file():
         pytest.skip(f"{name} is not in this corpus")
@@ -121,6 +97,7 @@ def test_known_corpus_message(name: str, expected: dict[str, object]) -> None:
 
 
 def test_only_the_empty_file_is_refused() -> None:
+    require_corpus()
     refused = []
     for path in FILES:
         try:

@@ -28,8 +28,8 @@ from shared import mail, mailparts
 from shared.mailheaders import HeaderFactory
 from shared.mailparts import clean_text
 from shared.mimesplit import parse_bytes
+from tests.corpus import FILES, file_id, require_corpus
 from tests.unit.test_bad_input import mime_mail
-from tests.unit.test_mail_corpus import FILES, file_id
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -140,8 +140,7 @@ def test_corpus_message_is_split_as_the_stdlib_splits_it(path: Path) -> None:
 
 
 def test_most_of_the_corpus_takes_the_fast_path() -> None:
-    if not FILES:
-        pytest.skip("no corpus here: test_corpus_is_present says why")
+    require_corpus()
     taken = sum(assert_same_or_declined(path.read_bytes()) for path in FILES)
     assert taken >= len(FILES) * 0.7, f"only {taken} of {len(FILES)} corpus messages"
 
