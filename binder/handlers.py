@@ -16,6 +16,7 @@ from shared.contracts import (
     MailSkipped,
     MailSummary,
 )
+from shared.letter import letter_fields, stored_parts
 from shared.mail import MailParseError, ParsedMail, parse_mail
 from shared.mailboxref import mailbox_fields
 
@@ -78,30 +79,16 @@ def _decide(
         now=now,
     )
     doc = email_document(event, mail, binding, now=now)
-    doc["attachments"] = _store_attachments(event, mail, blobs)
+    if isinstance(binding, Skipped):  # its attachments only, as listed in the whole letter
+        doc["attachments"] = stored_parts(event.email_id, event.tenant_id, mail.attachments, blobs)
+        return doc
+    # A loaded mail keeps its whole letter: bodies, parts, recipients and the raw source.
+    doc.update(
+        letter_fields(
+            event.email_id, event.tenant_id, mail, raw=raw, raw_ref=event.raw_ref, blobs=blobs
+        )
+    )
     return doc
-
-
-def _store_attachments(
-    event: MailFetched, mail: ParsedMail, blobs: BlobStore
-) -> list[dict[str, Any]]:
-    listed = []
-    for index, part in enumerate(mail.attachments):
-        ref = blobs.put(
-            f"att/{event.email_id}/{index}",
-            part.payload,
-            tenant_id=event.tenant_id,
-            content_type=part.content_type,
-        )
-        listed.append(
-            {
-                "filename": part.filename,
-                "content_type": part.content_type,
-                "size": part.size,
-                "ref": ref,
-            }
-        )
-    return listed
 
 
 def _base_document(event: MailFetched, now: datetime) -> dict[str, Any]:

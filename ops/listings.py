@@ -1,10 +1,11 @@
-"""`mailintake emails list` and `mailintake notifications list`."""
+"""`mailintake emails list` and `mailintake notifications list` (one mail: ops.letters)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from ops import letters
 from ops.context import Context
 from ops.output import emit
 
@@ -30,6 +31,7 @@ def register(commands: Any) -> None:
     el.add_argument("--limit", type=int, default=50)
     el.add_argument("--json", action="store_true")
     el.set_defaults(func=cmd_emails)
+    letters.register(es)
     n = commands.add_parser("notifications", help="what managers and owners were told")
     ns = n.add_subparsers(dest="action", metavar="ACTION", required=True)
     nl = ns.add_parser("list", help="a tenant's notifications, in the order they were made")
@@ -42,7 +44,7 @@ def register(commands: Any) -> None:
 
 def cmd_emails(args: argparse.Namespace, ctx: Context) -> int:
     docs = list(
-        ctx.store.emails.find({"tenant_id": args.tenant}, {"attachments": 0})
+        ctx.store.emails.find({"tenant_id": args.tenant}, {"attachments": 0, "body": 0})
         .sort([("received_at", -1), ("_id", 1)])
         .limit(args.limit)
     )

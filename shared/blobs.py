@@ -73,3 +73,23 @@ class GridFsBlobStore:
                 return bytes(self._fs.get(ref).read())
             except gridfs.errors.NoFile as exc:
                 raise KeyError(f"no stored blob {ref!r}") from exc
+
+    def get_own(self, tenant_id: str, ref: str) -> bytes:
+        """The tenant's blob `ref`; KeyError when absent or another tenant's."""
+        own = {"_id": ref, "tenant_id": tenant_id}
+        with store_errors("read blob"):
+            doc = self._blobs.find_one(own)
+            if doc is not None:
+                return bytes(doc["data"])
+            stored = self._fs.find_one(own)
+            if stored is None:
+                raise KeyError(f"no stored blob {ref!r}")
+            return bytes(stored.read())
+
+    def delete_own(self, tenant_id: str, ref: str) -> None:
+        """Remove the tenant's blob `ref`, if it is stored (safe to repeat)."""
+        own = {"_id": ref, "tenant_id": tenant_id}
+        with store_errors("delete blob"):
+            self._blobs.delete_one(own)
+            if self._fs.find_one(own) is not None:
+                self._fs.delete(ref)

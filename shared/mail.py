@@ -12,9 +12,11 @@ from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
+from shared.mailbody import EMPTY_BODY, MailBody, read_mail_body
 from shared.mailheaders import MAX_PARSED_FIELD, HeaderFactory, plain_mailbox
 from shared.mailparts import (
     Attachment,
+    BodyParts,
     clean_text,
     content_type,
     decode_header_text,
@@ -22,10 +24,13 @@ from shared.mailparts import (
     unescape_raw,
 )
 from shared.mimesplit import parse_bytes
+from shared.recipients import Mailbox, read_mailboxes
 
 __all__ = [
     "Attachment",
+    "MailBody",
     "MailParseError",
+    "Mailbox",
     "ParsedMail",
     "extract_order_tags",
     "mail_fingerprint",
@@ -83,6 +88,16 @@ class ParsedMail:
     auto_reply_reason: str | None
     defects: tuple[str, ...]
     size: int
+    to: tuple[Mailbox, ...] = ()
+    cc: tuple[Mailbox, ...] = ()
+    reply_to: tuple[Mailbox, ...] = ()
+    body: MailBody = EMPTY_BODY
+
+    @property
+    def parts(self) -> tuple[Attachment, ...]:
+        """Every part that is not the body: the attachments (inline images among them), then
+        the text and HTML parts the body is not."""
+        return self.attachments + self.body.other_parts
 
 
 def parse_mail(raw: bytes, *, preview_chars: int = 500) -> ParsedMail:
@@ -92,8 +107,10 @@ def parse_mail(raw: bytes, *, preview_chars: int = 500) -> ParsedMail:
     fields = _Fields(msg, mail_policy)
     senders = _sender_pairs(fields)
     addresses = list(dict.fromkeys(filter(None, (normalize_address(a) for _, a in senders))))
-    attachments, preview, defects = (
-        read_body(msg, max(preview_chars, 0)) if skipped_body is None else ((), "", [skipped_body])
+    parts = (
+        read_body(msg, max(preview_chars, 0))
+        if skipped_body is None
+        else BodyParts(defects=[skipped_body])
     )
     reason = _auto_reply_reason(fields, content_type(msg), senders)
     return ParsedMail(
@@ -105,12 +122,16 @@ def parse_mail(raw: bytes, *, preview_chars: int = 500) -> ParsedMail:
         date=_date(fields),
         in_reply_to=_message_ids(fields, "In-Reply-To"),
         references=_message_ids(fields, "References"),
-        preview=preview,
-        attachments=attachments,
+        preview=parts.preview,
+        attachments=tuple(parts.attachments),
         is_auto_reply=reason is not None,
         auto_reply_reason=reason,
-        defects=tuple(dict.fromkeys([*fields.defects, *defects])),  # last: after all reads
+        defects=tuple(dict.fromkeys([*fields.defects, *parts.defects])),  # last: after all reads
         size=len(raw),
+        to=read_mailboxes(fields.raw_values("To"), normalize_address),
+        cc=read_mailboxes(fields.raw_values("Cc"), normalize_address),
+        reply_to=read_mailboxes(fields.raw_values("Reply-To"), normalize_address),
+        body=read_mail_body(parts),
     )
 
 

@@ -20,6 +20,7 @@ MAX_DEPTH = 50
 MAX_PARTS = 10_000
 _HTML_MAX_CHARS = 1_048_576  # markup scanned for a preview
 _MAX_FILENAME = 255
+_MAX_ID_CHARS = 998
 _OCTET_STREAM = "application/octet-stream"
 _MAX_DECODED_FIELD = 16_384  # header characters decoded as text; far more than is kept
 _MAX_LEGACY_FIELD = 8_192  # compat32's parameter parser is quadratic in quoted semicolons
@@ -44,6 +45,7 @@ _CHARSET_ALIASES = {
 _NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined"})
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _WORDS = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]+")
+_VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f]")  # a character of a word
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # all but \t \n \v \f \r
 _CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _BREAK_TAGS = frozenset(
@@ -58,12 +60,15 @@ _HIDDEN_END = {
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """One attached file: its decoded name, declared type and decoded content."""
+    """One part that is not the body (a file, an inline image): its decoded name, declared
+    type, decoded content, and how the body refers to it (`content_id`, without brackets)."""
 
     filename: str | None
     content_type: str
     size: int
     payload: bytes = field(repr=False)
+    content_id: str | None = None
+    disposition: str | None = None
 
 
 def decode_bytes(data: bytes, charset: str | None) -> str:
@@ -320,24 +325,39 @@ def walk_parts(msg: Message, defects: list[str]) -> Iterator[tuple[Message, bool
 
 
 @dataclass
-class _Body:
+class BodyParts:
+    """A message's leaf parts sorted: attachments, text and HTML parts; its preview, defects,
+    and the text part the preview was read from (`text_part`, its `text` decoded whole)."""
+
     attachments: list[Attachment] = field(default_factory=list)
     plain_parts: list[Message] = field(default_factory=list)
     html_parts: list[Message] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    preview: str = ""
+    text_part: Message | None = None
+    text: str = ""
+    _decoded: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def decoded(self, part: Message) -> str:
+        """One of the text or HTML parts decoded whole (no lone surrogates), once."""
+        text = self._decoded.get(id(part))
+        if text is None:
+            text = self._decoded[id(part)] = _whole_text(part)[0]
+        return text
 
 
-def read_body(msg: Message, preview_chars: int) -> tuple[tuple[Attachment, ...], str, list[str]]:
-    """Attachments, text preview and MIME defects of a parsed message."""
-    body = _Body()
+def read_body(msg: Message, preview_chars: int) -> BodyParts:
+    """The sorted parts, text preview and MIME defects of a parsed message."""
+    body = BodyParts()
     for part, has_children in walk_parts(msg, body.defects):
         body.defects.extend(type(defect).__name__ for defect in part.defects)
         if not has_children:
             _sort_part(part, body)
-    return tuple(body.attachments), _preview(body, preview_chars), body.defects
+    body.preview = _preview(body, preview_chars)
+    return body
 
 
-def _sort_part(part: Message, body: _Body) -> None:
+def _sort_part(part: Message, body: BodyParts) -> None:
     ctype = content_type(part)
     filename = _filename(part)
     if _is_attachment(part, ctype, filename):
@@ -350,7 +370,29 @@ def _sort_part(part: Message, body: _Body) -> None:
 
 def _attachment(part: Message, ctype: str, filename: str | None) -> Attachment:
     data = _payload_bytes(part)
-    return Attachment(filename=filename, content_type=ctype, size=len(data), payload=data)
+    return Attachment(
+        filename=filename,
+        content_type=ctype,
+        size=len(data),
+        payload=data,
+        content_id=_content_id(part),
+        disposition=_disposition(part),
+    )
+
+
+def part_attachment(part: Message) -> Attachment:
+    """A leaf part as an Attachment (a text part that is not the body, say)."""
+    ctype = content_type(part)
+    return _attachment(part, ctype, _filename(part))
+
+
+def _content_id(part: Message) -> str | None:
+    """The part's Content-ID without its angle brackets, as the body's `cid:` URLs name it."""
+    raw = next((v for k, v in part.raw_items() if k.lower() == "content-id"), None)
+    if raw is None:
+        return None
+    value = clean_text(unescape_raw(str(raw)[:_MAX_ID_CHARS]), _MAX_ID_CHARS)
+    return value.strip().strip("<>").strip() or None
 
 
 def _payload_bytes(part: Message) -> bytes:
@@ -398,6 +440,29 @@ def _serialized(part: Message) -> bytes:
     ):
         inner = payload[0]  # an attached message: its own bytes, not the wrapper's
     return inner.as_bytes(policy=policy.compat32) if isinstance(inner, Message) else b""
+
+
+def _whole_text(part: Message) -> tuple[str, bool]:
+    """A text part's body decoded whole, with no lone surrogates; and whether it was read
+    as `_plain_preview` reads its start: strictly in its charset (UTF-8 without one).
+
+    Of Python's codecs only UTF-7 gives lone surrogates: only its text is searched for them.
+    """
+    try:
+        data = _decoded_payload(part)
+    except Exception:  # transfer encodings that do not decode
+        return "", False
+    if not isinstance(data, bytes):
+        return "", False
+    charset = _content_charset(part)
+    declared = _codec_name(charset)
+    try:
+        text, as_declared = data.decode(declared or "utf-8"), True
+    except Exception:  # what _decoded tries first: the same fallbacks follow
+        text, as_declared = _decoded(data, charset), False
+    if declared == "utf-7":
+        text = _SURROGATES.sub("\ufffd", text)
+    return text, as_declared
 
 
 def _part_text(part: Message) -> str:
@@ -478,13 +543,21 @@ def _decoded_start(chunk: str, cte: str, codec: str) -> str | None:
         return None
 
 
-def _preview(body: _Body, limit: int) -> str:
+def _preview(body: BodyParts, limit: int) -> str:
+    """The preview of the first text part with visible text (kept as the body's text), else
+    of the first HTML part with some.
+
+    The text part is decoded whole once: its preview is cleaned from that where it reads as
+    `_plain_preview` reads the start (tested against it), else read by `_plain_preview`.
+    """
     for part in body.plain_parts:
-        text = _plain_preview(part, limit)
-        if text:
-            return text
+        text, as_declared = _whole_text(part)
+        if _VISIBLE.search(text):
+            body.text_part, body.text = part, text
+            body._decoded[id(part)] = text
+            return clean_text(text, limit) if as_declared else _plain_preview(part, limit)
     for part in body.html_parts:
-        text = html_to_text(_part_text(part), limit)
+        text = html_to_text(body.decoded(part), limit)
         if text:
             return text
     return ""

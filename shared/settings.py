@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     lease_seconds: float = Field(default=30.0, gt=0)
     rabbitmq_management_url: SecretStr | None = None
+    # Days a loaded mail's raw source is kept (`mailintake emails prune-raw`); None: forever.
+    raw_retention_days: int | None = Field(default=None, ge=0)
 
     @property
     def mongo_database(self) -> str:

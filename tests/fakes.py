@@ -142,13 +142,26 @@ class FakeEmailArchive:
 @dataclass
 class FakeBlobStore:
     blobs: dict[str, bytes] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # key -> tenant
+    content_types: dict[str, str] = field(default_factory=dict)
 
     def put(self, key: str, data: bytes, *, tenant_id: str, content_type: str) -> str:
-        self.blobs.setdefault(key, data)
+        if key not in self.blobs:
+            self.blobs[key], self.owners[key] = data, tenant_id
+            self.content_types[key] = content_type
         return key
 
     def get(self, ref: str) -> bytes:
         return self.blobs[ref]
+
+    def get_own(self, tenant_id: str, ref: str) -> bytes:
+        if self.owners.get(ref) != tenant_id:
+            raise KeyError(ref)
+        return self.blobs[ref]
+
+    def delete_own(self, tenant_id: str, ref: str) -> None:
+        if self.owners.get(ref) == tenant_id:
+            del self.blobs[ref], self.owners[ref], self.content_types[ref]
 
 
 @dataclass

@@ -1,0 +1,168 @@
+"""The whole letter in an `emails` document: the one place that writes and reads its shape.
+
+README's "The `emails` contract" describes the same shape for the CRM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from shared.htmlsafe import safe_html
+from shared.mail import Attachment, MailBody, Mailbox, ParsedMail
+
+__all__ = [
+    "BODY_INLINE_CHARS",
+    "BlobReader",
+    "BlobWriter",
+    "body_text",
+    "letter_fields",
+    "part_bytes",
+    "prunable_raw",
+    "pruned_raw",
+    "raw_bytes",
+    "raw_key",
+    "stored_parts",
+]
+
+# A body (text, HTML, sanitised HTML) of up to this many characters is kept in the document,
+# a longer one in the blob store (so a document stays small for the updates that follow).
+BODY_INLINE_CHARS = 16_384
+BodyField = Literal["text", "html", "html_safe"]
+_TEXT_TYPE = "text/plain; charset=utf-8"
+_HTML_TYPE = "text/html; charset=utf-8"
+
+
+class BlobWriter(Protocol):
+    """Where the letter's blobs are written (the binder's blob store)."""
+
+    def put(self, key: str, data: bytes, *, tenant_id: str, content_type: str) -> str: ...
+
+
+class BlobReader(Protocol):
+    """Where the letter's blobs are read (and a raw source dropped): within the tenant."""
+
+    def get_own(self, tenant_id: str, ref: str) -> bytes: ...
+
+    def delete_own(self, tenant_id: str, ref: str) -> None: ...
+
+
+def raw_key(email_id: str) -> str:
+    """The blob key of a mail's raw source (the fetcher's for large mail, the binder's else)."""
+    return f"raw/{email_id}"
+
+
+def letter_fields(
+    email_id: str,
+    tenant_id: str,
+    mail: ParsedMail,
+    *,
+    raw: bytes,
+    raw_ref: str | None,
+    blobs: BlobWriter,
+) -> dict[str, Any]:
+    """The letter's fields of a loaded mail's document; bodies, parts and the raw source
+    (unless stored already, `raw_ref`) are written to `blobs`."""
+    if raw_ref is None:
+        raw_ref = blobs.put(
+            raw_key(email_id), raw, tenant_id=tenant_id, content_type="message/rfc822"
+        )
+    return {
+        "to": _mailboxes(mail.to),
+        "cc": _mailboxes(mail.cc),
+        "reply_to": _mailboxes(mail.reply_to),
+        "body": _body(email_id, tenant_id, mail.body, blobs),
+        "attachments": stored_parts(email_id, tenant_id, mail.parts, blobs),
+        "raw_ref": raw_ref,
+    }
+
+
+def stored_parts(
+    email_id: str, tenant_id: str, parts: Iterable[Attachment], blobs: BlobWriter
+) -> list[dict[str, Any]]:
+    """Each part written once to `blobs` (key `att/{email_id}/{index}`), as listed."""
+    listed = []
+    for index, part in enumerate(parts):
+        ref = blobs.put(
+            f"att/{email_id}/{index}",
+            part.payload,
+            tenant_id=tenant_id,
+            content_type=part.content_type,
+        )
+        listed.append(
+            {
+                "index": index,
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": part.size,
+                "disposition": part.disposition,
+                "content_id": part.content_id,
+                "ref": ref,
+            }
+        )
+    return listed
+
+
+def _mailboxes(mailboxes: tuple[Mailbox, ...]) -> list[dict[str, str | None]]:
+    return [{"address": box.address, "name": box.name} for box in mailboxes]
+
+
+def _body(email_id: str, tenant_id: str, body: MailBody, blobs: BlobWriter) -> dict[str, Any]:
+    source = ("html" if body.text_from_html else "plain") if body.text else None
+    doc: dict[str, Any] = {"text_source": source}
+    texts: list[tuple[BodyField, str | None, str]] = [
+        ("text", body.text, _TEXT_TYPE),
+        ("html", body.html, _HTML_TYPE),
+        ("html_safe", None if body.html is None else safe_html(body.html), _HTML_TYPE),
+    ]
+    for name, text, content_type in texts:
+        inline, ref = text, None
+        if text is not None and len(text) > BODY_INLINE_CHARS:
+            data = text.encode("utf-8")
+            ref = blobs.put(
+                f"body/{email_id}/{name}", data, tenant_id=tenant_id, content_type=content_type
+            )
+            inline = None
+        doc.update({name: inline, f"{name}_ref": ref, f"{name}_length": len(text or "")})
+    return doc
+
+
+def body_text(doc: dict[str, Any], name: BodyField, blobs: BlobReader) -> str | None:
+    """A body of a document written by `letter_fields` (None: the mail has none, or the
+    document has no letter)."""
+    body = doc.get("body") or {}
+    if body.get(name) is not None:
+        return str(body[name])
+    ref = body.get(f"{name}_ref")
+    return None if ref is None else blobs.get_own(doc["tenant_id"], ref).decode("utf-8")
+
+
+def part_bytes(doc: dict[str, Any], index: int, blobs: BlobReader) -> bytes:
+    """The content of the document's part `index`; IndexError if it has no such part."""
+    parts = doc.get("attachments") or []
+    if not 0 <= index < len(parts):
+        raise IndexError(index)
+    return blobs.get_own(doc["tenant_id"], parts[index]["ref"])
+
+
+def raw_bytes(doc: dict[str, Any], blobs: BlobReader) -> bytes | None:
+    """The raw source as the server held it; None when it was not kept or was pruned."""
+    ref = doc.get("raw_ref")
+    return None if ref is None else blobs.get_own(doc["tenant_id"], ref)
+
+
+def prunable_raw(tenant_id: str, stored_before: datetime) -> dict[str, Any]:
+    """The filter of a tenant's loaded mails whose raw source was stored before a time (the
+    raw source of mail that could not be parsed is all there is of it: never pruned)."""
+    return {
+        "tenant_id": tenant_id,
+        "status": "bound",
+        "raw_ref": {"$ne": None},
+        "created_at": {"$lt": stored_before},
+    }
+
+
+def pruned_raw(now: datetime) -> dict[str, Any]:
+    """The fields of a document whose raw source was dropped (the letter stays)."""
+    return {"raw_ref": None, "raw_pruned_at": now}
