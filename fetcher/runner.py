@@ -73,7 +73,6 @@ class AccountRunner:
             positions=MongoPositionStore(store, account.tenant_id),
             clock=clock,
         )
-        self._uidvalidity: int | None = None
         self._thread = threading.Thread(target=self._main, name=f"fetch-{account.id}", daemon=True)
 
     def start(self) -> None:
@@ -164,8 +163,8 @@ class AccountRunner:
     def _watch(self, mailbox: ImapClientMailbox) -> None:
         """IDLE and catch up; an access token due for renewal ends the session, even idle.
 
-        While outcomes of published mail are to come, IDLE is left now and then to make the
-        mailbox effects of those known by then (fetcher.settle).
+        While outcomes of published mail are to come, IDLE is left now and then for a pass,
+        which makes the mailbox effects of those known by then (fetcher.settle).
         """
         while not self.stop.is_set():
             renew = self._settings.idle_renew_seconds
@@ -177,13 +176,9 @@ class AccountRunner:
                     )
                 renew = min(renew, left)
             look = self._settler.next_look()
-            changed = wait_for_mail(mailbox, self.stop, renew_after=min(renew, look or renew))
-            if self.stop.is_set():
-                break
-            if look is not None and not changed and self._uidvalidity is not None:
-                self._settler.look(mailbox, self._uidvalidity)
-            else:
-                self._imap_pass(mailbox)
+            wait_for_mail(mailbox, self.stop, renew_after=min(renew, look or renew))
+            if not self.stop.is_set():  # a pass, not just a look: mail that came while the
+                self._imap_pass(mailbox)  # connection was out of IDLE raises no EXISTS
 
     def _open(self, stack: ExitStack, mailbox: Callable[..., AbstractContextManager[M]]) -> M:
         """Log in; an OAuth2 token the server refuses is refreshed once and tried again."""
@@ -235,7 +230,6 @@ class AccountRunner:
             batch=self._settings.fetch_batch,
         )
         self._done(sync.run(mailbox))
-        self._uidvalidity = sync.uidvalidity
 
     def _pop3_pass(self) -> None:
         a = self.account

@@ -90,11 +90,6 @@ class Settler:
             return gap
         return None
 
-    def look(self, mailbox: ImapMailbox, uidvalidity: int) -> int:
-        """A look between passes: this session's mail, or while sweeping any pending mail."""
-        sweeping = self._monotonic() < self._sweep_until
-        return self.settle_imap(mailbox, uidvalidity, everything=sweeping)
-
     def settle_imap(self, mailbox: ImapMailbox, uidvalidity: int, *, everything: bool) -> int:
         """Make the mailbox effects of the outcomes known; `everything`: not only of the mail
         this session published, of any loaded mail still pending (a pass's start)."""

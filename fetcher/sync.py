@@ -118,7 +118,6 @@ class ImapSync:
         batch: int = BATCH,
     ) -> None:
         self.account = account
-        self.uidvalidity: int | None = None  # of the folder, once selected
         self._settler = settler
         self._publisher = publisher
         self._positions = positions
@@ -132,7 +131,6 @@ class ImapSync:
         """Take the folder's new mail; a changed UIDVALIDITY starts over without duplicates."""
         a = self.account
         state = mailbox.select(a.folder)
-        self.uidvalidity = state.uidvalidity
         self._settler.settle_imap(mailbox, state.uidvalidity, everything=True)
         position = self._positions.get(a.id, a.folder)
         resync = position is not None and position.uidvalidity != state.uidvalidity
