@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pymongo import UpdateOne
 
 from bench.common import print_table, save_json, store_cpu
-from shared.store import Store
+from shared.store import Store, bulk_write_in_chunks
 from tests.services import load_local_env
 
 DATABASE = "bench_store"
@@ -83,7 +83,7 @@ def batch(store: Store, ids: range, now: datetime, step: Steps) -> None:
     senders = [f"known{i % KNOWN}@c.example" if i % 20 < 10 else f"new{i}@n.example" for i in ids]
     new = [i for i in ids if 10 <= i % 20 < 17]
     with step("binder: read e-mails, customers, orders"):
-        list(store.emails.find({"_id": {"$in": [f"e{i}" for i in ids]}}))
+        list(store.emails.find({"tenant_id": "t", "_id": {"$in": [f"e{i}" for i in ids]}}))
         wanted = {"$in": sorted(set(senders))}
         list(store.customers.find({"tenant_id": "t", "emails": wanted}).sort("_id", 1))
         numbers = {"$in": [str(10_000 + i % KNOWN) for i in ids if i % 20 < 5]}
@@ -96,15 +96,20 @@ def batch(store: Store, ids: range, now: datetime, step: Steps) -> None:
     with step("binder: insert e-mails"):
         store.emails.insert_many([email(i, s, now) for i, s in zip(ids, senders, strict=True)])
     with step("assigner: read customers"):
-        list(store.customers.find({"_id": {"$in": [f"mail-{i}" for i in new]}}))
+        list(store.customers.find({"tenant_id": "t", "_id": {"$in": [f"mail-{i}" for i in new]}}))
     with step("assigner: update customers"):
-        store.customers.bulk_write(
-            [UpdateOne({"_id": f"mail-{i}"}, {"$set": {"manager_id": "m2"}}) for i in new]
-        )
+        bulk_write_in_chunks(
+            store.customers,
+            [UpdateOne({"tenant_id": "t", "_id": f"mail-{i}"}, {"$set": {"manager_id": "m2"}})
+             for i in new],
+            ordered=False,
+        )  # fmt: skip
     with step("assigner: update e-mails"):
-        store.emails.bulk_write(
+        bulk_write_in_chunks(
+            store.emails,
             [UpdateOne({"_id": f"e{i}", "tenant_id": "t"}, {"$set": {"manager_id": "m2"}})
-             for i in new]
+             for i in new],
+            ordered=False,
         )  # fmt: skip
     notes = [
         {"_id": f"n{i}-{k}", "tenant_id": "t", "user_id": "m2", "kind": "incoming_email",

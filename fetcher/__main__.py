@@ -34,6 +34,7 @@ def account_docs(store: Store) -> Callable[[], list[dict[str, Any]]]:
     def read() -> list[dict[str, Any]]:
         try:
             with store_errors("read accounts for metrics"):
+                # Every tenant's accounts, on purpose: the operator's metrics (ids and state).
                 return list(store.accounts.find({}, METRIC_FIELDS))
         except StoreUnavailableError as exc:
             log.warning("metrics_store_unavailable", error=str(exc))

@@ -58,6 +58,10 @@ class MongoLeases:
     rest of an update's filter atomically, so conditional updates are no compare-and-set).
     A claim needs the current term expired or released; a renewal and a release need it held
     by us and unexpired. A holder whose renewal fails must stop fetching by its term's end.
+
+    Terms are the fetcher replicas' own bookkeeping over every tenant's accounts (the
+    supervisor weighs them all at once), so they are read by account id alone, on purpose:
+    an account's `_id` is unique across tenants. A term carries its account's `tenant_id`.
     """
 
     def __init__(self, store: Store, holder: str, seconds: float) -> None:
@@ -142,7 +146,11 @@ class MongoLeases:
         with store_errors("write lease"):
             if not insert_or_ignore(self._leases, doc):
                 return False  # another replica took this term first
-            old = {"account_id": account.id, "term": {"$lte": number - KEEP_TERMS}}
+            old = {
+                "tenant_id": account.tenant_id,
+                "account_id": account.id,
+                "term": {"$lte": number - KEEP_TERMS},
+            }
             self._leases.delete_many(old)
         latest = self.current(account.id)  # a term above ours: we wrote into a pruned gap
         return latest is not None and latest.number == number

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 from shared.store import Store, store_errors
 
+# The fetcher replicas' heartbeats: no tenant's data (no tenant_id), read and written by
+# replica alone.
 REPLICAS_COLLECTION = "fetchers"
 FORGET_AFTER = 10  # lease periods after which a dead replica's heartbeat is deleted
 

@@ -274,6 +274,8 @@ def _public(doc: Doc) -> Doc:
 
 
 def _find(ctx: Context, account_id: str) -> Doc:
+    # By id in any tenant, on purpose: the operator names an account by its id (unique across
+    # tenants); what follows is done in the tenant this finds.
     doc = ctx.store.accounts.find_one({"_id": account_id})
     if doc is None:
         raise UserError(f"no account with id {account_id!r} (see `mailintake accounts list`)")
@@ -281,7 +283,7 @@ def _find(ctx: Context, account_id: str) -> Doc:
 
 
 def _rows(ctx: Context, tenant: str | None) -> list[Doc]:
-    query = {"tenant_id": tenant} if tenant else {}
+    query = {"tenant_id": tenant} if tenant else {}  # without --tenant: every tenant's, on purpose
     return [_public(d) for d in ctx.store.accounts.find(query).sort([("tenant_id", 1), ("_id", 1)])]
 
 
@@ -333,8 +335,10 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _set_enabled(ctx: Context, account_id: str, enabled: bool) -> None:
-    _find(ctx, account_id)
-    ctx.store.accounts.update_one({"_id": account_id}, {"$set": {"enabled": enabled}})
+    doc = _find(ctx, account_id)
+    ctx.store.accounts.update_one(
+        {"tenant_id": doc["tenant_id"], "_id": account_id}, {"$set": {"enabled": enabled}}
+    )
     print(f"account {account_id} {'enabled' if enabled else 'disabled'}")
 
 

@@ -12,6 +12,7 @@ from pymongo import ReplaceOne
 from ops.context import Context
 from ops.output import UserError
 from shared.mail import normalize_address
+from shared.store import bulk_write_in_chunks
 
 COLLECTIONS = ("customers", "orders", "managers", "manager_groups")
 REQUIRED = {
@@ -65,7 +66,8 @@ def import_data(ctx: Context, data: dict[str, Any]) -> dict[str, int]:
         docs = [prepare(kind, d, tenant_id) for d in data.get(kind) or []]
         if docs:
             _refuse_foreign_ids(ctx, kind, docs, tenant_id)
-            ctx.store[kind].bulk_write(
+            bulk_write_in_chunks(
+                ctx.store[kind],
                 [
                     ReplaceOne({"_id": d["_id"], "tenant_id": d["tenant_id"]}, d, upsert=True)
                     for d in docs
@@ -79,10 +81,14 @@ def import_data(ctx: Context, data: dict[str, Any]) -> dict[str, int]:
 def _refuse_foreign_ids(
     ctx: Context, kind: str, docs: list[dict[str, Any]], tenant_id: str
 ) -> None:
-    """An _id is unique across tenants: one held by another tenant cannot be imported."""
+    """An _id is unique across tenants: one held by another tenant cannot be imported.
+
+    On purpose a query into other tenants' documents (`tenant_id: {$ne: ...}`): which of
+    these _ids they hold, reading the _id only.
+    """
     ids = [d["_id"] for d in docs]
-    held = ctx.store[kind].find({"_id": {"$in": ids}}, {"tenant_id": 1})
-    foreign = sorted(str(d["_id"]) for d in held if d.get("tenant_id") != tenant_id)
+    held = ctx.store[kind].find({"tenant_id": {"$ne": tenant_id}, "_id": {"$in": ids}}, {"_id": 1})
+    foreign = sorted(str(d["_id"]) for d in held)
     if foreign:
         shown = ", ".join(foreign[:5]) + (
             f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""

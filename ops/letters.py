@@ -218,7 +218,7 @@ def cmd_prune_raw(args: argparse.Namespace, ctx: Context) -> int:
     if days < 0:
         raise UserError(f"--older-than-days {days}: must be 0 or more")
     now = datetime.now(UTC)
-    with store_errors("read the tenants"):
+    with store_errors("read the tenants"):  # every tenant's, on purpose: then one by one
         tenants = [args.tenant] if args.tenant else sorted(ctx.store.emails.distinct("tenant_id"))
     blobs = GridFsBlobStore(ctx.store)
     count = size = 0

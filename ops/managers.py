@@ -38,7 +38,7 @@ def register(commands: Any) -> None:
 
 
 def _find(ctx: Context, manager_id: str, tenant: str | None) -> Doc:
-    query: dict[str, Any] = {"_id": manager_id}
+    query: dict[str, Any] = {"_id": manager_id}  # without --tenant: any tenant's, on purpose
     if tenant:
         query["tenant_id"] = tenant
     found = ctx.store.managers.find_one(query)

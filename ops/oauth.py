@@ -127,6 +127,8 @@ def show_fields(doc: Doc) -> Doc:
 
 
 def _oauth_account(ctx: Context, account_id: str) -> Account:
+    # By id in any tenant, on purpose: the operator names an account by its id (unique across
+    # tenants); its tokens are then written in the tenant this finds.
     doc = ctx.store.accounts.find_one({"_id": account_id})
     if doc is None:
         raise UserError(f"no account with id {account_id!r} (see `mailintake accounts list`)")

@@ -45,6 +45,8 @@ def rotate_collection(
 ) -> dict[str, Any]:
     """Rotate one collection's secrets; counts and the ids that no key opens."""
     done, unreadable = 0, []
+    # Every tenant's secrets, on purpose: a key rotation re-encrypts them all (each written
+    # back by its _id and tenant).
     for doc in ctx.store[collection].find({field: {"$exists": True}}, {field: 1, "tenant_id": 1}):
         token = doc.get(field)
         if not isinstance(token, str):

@@ -6,7 +6,6 @@ _id); larger ones go to GridFS, which splits them into chunks.
 
 from __future__ import annotations
 
-import gridfs
 from bson import Binary
 
 from shared.store import Doc, Store, insert_many_or_ignore, insert_or_ignore, store_errors
@@ -18,9 +17,9 @@ PENDING_LIMIT = 16 * 1024 * 1024  # deferred: kept blobs are written once they r
 class GridFsBlobStore:
     """Idempotent puts: a key already stored is kept; a GridFS write that died is rewritten.
 
-    `deferred`: blobs stored inline are kept until `flush` (or until PENDING_LIMIT bytes are
-    kept), which writes them with one command; the binder flushes before it stores the
-    e-mails that name them.
+    `deferred`: blobs stored inline are kept (and read) until `flush` (or until PENDING_LIMIT
+    bytes are kept), which writes them with one command; the binder's unit of work flushes
+    before it stores the e-mails that name them. `discard` drops what is kept.
     """
 
     def __init__(self, store: Store, *, deferred: bool = False) -> None:
@@ -47,11 +46,21 @@ class GridFsBlobStore:
                 self.flush()
             return key
         with store_errors("store blob"):
-            if self._fs.exists(key):  # the files document is written last: complete
+            if self._fs.exists({"_id": key, "tenant_id": tenant_id}):  # files document: last
                 return key
+            # On purpose by _id alone: GridFS keys files by _id across tenants, and deletes a
+            # file with its chunks (which carry no tenant) by _id alone; another tenant's file
+            # of this key is never deleted here.
+            if self._fs.exists(key):
+                raise LookupError(f"blob {key} exists in another tenant")
             self._fs.delete(key)  # chunks left by a write that died half-way
             self._fs.put(data, _id=key, tenant_id=tenant_id, contentType=content_type)
         return key
+
+    def discard(self) -> None:
+        """Forget the kept blobs (a batch that did not commit is handled again)."""
+        if self._pending is not None:
+            self._pending, self._pending_bytes = {}, 0
 
     def flush(self) -> None:
         """Write the kept blobs with one command (those stored already stay as they are)."""
@@ -61,21 +70,11 @@ class GridFsBlobStore:
         with store_errors("store blobs"):
             insert_many_or_ignore(self._blobs, docs)
 
-    def get(self, ref: str) -> bytes:
-        kept = (self._pending or {}).get(ref)
-        if kept is not None:
-            return bytes(kept["data"])
-        with store_errors("read blob"):
-            doc = self._blobs.find_one({"_id": ref})
-            if doc is not None:
-                return bytes(doc["data"])
-            try:
-                return bytes(self._fs.get(ref).read())
-            except gridfs.errors.NoFile as exc:
-                raise KeyError(f"no stored blob {ref!r}") from exc
-
     def get_own(self, tenant_id: str, ref: str) -> bytes:
         """The tenant's blob `ref`; KeyError when absent or another tenant's."""
+        kept = (self._pending or {}).get(ref)
+        if kept is not None and kept["tenant_id"] == tenant_id:
+            return bytes(kept["data"])
         own = {"_id": ref, "tenant_id": tenant_id}
         with store_errors("read blob"):
             doc = self._blobs.find_one(own)
@@ -91,5 +90,5 @@ class GridFsBlobStore:
         own = {"_id": ref, "tenant_id": tenant_id}
         with store_errors("delete blob"):
             self._blobs.delete_one(own)
-            if self._fs.find_one(own) is not None:
+            if self._fs.find_one(own) is not None:  # the tenant's: GridFS deletes by _id
                 self._fs.delete(ref)

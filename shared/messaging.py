@@ -43,6 +43,13 @@ from shared.wire import (
 
 log = get_logger("mailintake.messaging")
 
+# This module uses pika's private parts: the connection class it builds (`_impl_class`), its
+# frame decoding and output (`_FrameReader` below), the underlying channel and its I/O wait
+# (`_impl`, `_flush_output`, for the window of publisher confirms) and its receive size.
+# They are read and tested against this release only: pyproject.toml pins it, and
+# tests/unit/test_messaging_pika.py fails on any other (review these parts, then move both).
+PIKA_VERSION = "1.4.4"
+
 # pika reads its socket 4 KB at a time and hands each read to the frame decoder: a 27 KB mail
 # took seven reads, seven passes of the event loop and a copy of the growing buffer each time.
 # A read of up to 256 KB takes what has arrived at once (consuming: 170 -> 90 us a message).

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import gridfs
 import pymongo
-from pymongo import ASCENDING, MongoClient
+from pymongo import ASCENDING, MongoClient, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
@@ -27,8 +27,8 @@ INDEXES: list[tuple[str, list[tuple[str, int]]]] = [
     ("orders", [("tenant_id", ASCENDING), ("number", ASCENDING)]),
     ("managers", [("tenant_id", ASCENDING)]),
     ("emails", [("tenant_id", ASCENDING), ("message_id", ASCENDING)]),
-    # the account's e-mails, and its loaded mail whose mailbox effect is still to be made
-    ("emails", [("tenant_id", ASCENDING), ("account_id", ASCENDING), ("mailbox_state", ASCENDING)]),
+    ("emails", [("tenant_id", ASCENDING), ("account_id", ASCENDING)]),
+    ("mailbox_outcomes", [("tenant_id", ASCENDING), ("account_id", ASCENDING)]),
     ("notifications", [("tenant_id", ASCENDING), ("user_id", ASCENDING)]),
 ]
 
@@ -125,48 +125,69 @@ def find_own(
     doc_id: Any,
     projection: dict[str, int] | None = None,
 ) -> Doc | None:
-    """The tenant's document with this _id; None when absent or another tenant's.
-
-    Queried by `_id` alone and the tenant checked here: upstream FerretDB 1.24 (SQLite) uses
-    the _id index only for a filter that is exactly `{_id: ...}` (deploy/local's build, for
-    any top-level `_id`) and scans the collection otherwise.
-    """
-    fields = None if projection is None else {**projection, "tenant_id": 1}
-    doc = collection.find_one({"_id": doc_id}, fields)
-    return doc if doc is not None and doc.get("tenant_id") == tenant_id else None
+    """The tenant's document with this _id; None when absent or another tenant's."""
+    return collection.find_one({"tenant_id": tenant_id, "_id": doc_id}, projection)
 
 
 class OwnCache:
-    """A batch's documents of one collection, read by `_id` with one `$in` query.
+    """A batch's documents of one collection, read by tenant and `_id`: one query per tenant.
 
-    `load` reads the ids a batch will ask for (the store uses its `_id` index for an `$in`
-    of ids); `get` answers those from what was read, with the tenant checked as `find_own`
-    does, and reads any other id itself. `put` keeps what the batch wrote to those ids.
+    `load` reads the (tenant, _id) pairs a batch will ask for, each tenant's with an `$in` of
+    its ids; `get` answers those from what was read and reads any other pair itself. `put`
+    keeps what the batch wrote to those pairs.
     """
 
     def __init__(self, collection: Collection[Doc]) -> None:
         self._collection = collection
-        self._docs: dict[Any, Doc] = {}
-        self._known: set[Any] = set()
+        self._docs: dict[tuple[str, Any], Doc] = {}
+        self._known: set[tuple[str, Any]] = set()
 
-    def load(self, ids: Iterable[Any]) -> None:
+    def load(self, keys: Iterable[tuple[str, Any]]) -> None:
         self._docs, self._known = {}, set()
-        wanted = sorted(set(ids))
-        if wanted:
-            found = self._collection.find({"_id": {"$in": wanted}})
-            self._docs = {doc["_id"]: doc for doc in found}
-            self._known = set(wanted)
+        by_tenant: dict[str, set[Any]] = {}
+        for tenant_id, doc_id in keys:
+            by_tenant.setdefault(tenant_id, set()).add(doc_id)
+        for tenant_id, ids in sorted(by_tenant.items()):
+            found = self._collection.find({"tenant_id": tenant_id, "_id": {"$in": sorted(ids)}})
+            self._docs.update({(tenant_id, doc["_id"]): doc for doc in found})
+            self._known.update((tenant_id, doc_id) for doc_id in ids)
 
     def get(self, tenant_id: str, doc_id: Any) -> Doc | None:
-        if doc_id not in self._known:
+        if (tenant_id, doc_id) not in self._known:
             return find_own(self._collection, tenant_id, doc_id)
-        doc = self._docs.get(doc_id)
-        return doc if doc is not None and doc.get("tenant_id") == tenant_id else None
+        return self._docs.get((tenant_id, doc_id))
 
     def put(self, doc: Doc) -> None:
-        """Keep what the batch wrote for an id it read (others are read from the store)."""
-        if doc["_id"] in self._known:
-            self._docs[doc["_id"]] = doc
+        """Keep what the batch wrote for a pair it read (others are read from the store)."""
+        key = (doc["tenant_id"], doc["_id"])
+        if key in self._known:
+            self._docs[key] = doc
+
+
+# Statements of one bulk update command. FerretDB 1.24 (CI's store) keeps the read of every
+# statement that matched open until the command ends, on a pool of 100 connections per
+# database: a command of 100 such statements waits forever for a connection it holds itself
+# (and every client of that database with it), and so could a few large commands at once.
+# Three commands of 32 at once stay clear of it. On MongoDB the chunks change nothing but
+# the number of round trips: a crash between two leaves those before applied, as a crash in
+# the middle of one command leaves its first statements applied.
+WRITE_CHUNK = 32
+
+
+def bulk_write_in_chunks(
+    collection: Collection[Doc],
+    requests: Sequence[UpdateOne | ReplaceOne[Doc]],
+    *,
+    ordered: bool,
+) -> int:
+    """Run `requests` as commands of at most WRITE_CHUNK statements, in order: how many
+    statements matched a document. A failing command raises, and those after it are not run
+    (each caller's writes are idempotent, and its batch is handled again)."""
+    matched = 0
+    for start in range(0, len(requests), WRITE_CHUNK):
+        chunk = requests[start : start + WRITE_CHUNK]
+        matched += collection.bulk_write(chunk, ordered=ordered).matched_count
+    return matched
 
 
 def insert_or_ignore(collection: Collection[Doc], doc: Doc) -> bool:

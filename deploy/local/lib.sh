@@ -604,6 +604,9 @@ find_go() {
 # and deletes use the unique `_id` index instead of scanning the table), and its
 # SQLite driver with the patches in $FERRETDB_SRC/modernc-sqlite/ (statement-cache.patch:
 # prepared statements are kept per connection instead of prepared at every use).
+# A binary built with another set of patches is stale too (a patch removed leaves no newer
+# file behind): each build records its set in $FERRETDB_BIN.patches. A binary built before
+# that record was kept is judged by the times alone (remove it to rebuild).
 ferretdb_build() {
     local f stale='' go build=$STATE/ferretdb-build
     [ -x "$FERRETDB_BIN" ] || stale=1
@@ -611,6 +614,9 @@ ferretdb_build() {
         "$FERRETDB_SRC"/modernc-sqlite/*.patch; do
         [ "$f" -nt "$FERRETDB_BIN" ] && stale=1
     done
+    if [ -f "$FERRETDB_BIN.patches" ] && [ "$(ferretdb_patch_set)" != "$(cat "$FERRETDB_BIN.patches")" ]; then
+        stale=1
+    fi
     [ -n "$stale" ] || return 0
     go=$(find_go) || die "ferretdb: Go (>= 1.24) is needed to build $FERRETDB_SRC (or put mongod on PATH)"
     mkdir -p "$BIN_DIR"
@@ -624,6 +630,12 @@ ferretdb_build() {
         "$go" build -buildvcs=false -o "$FERRETDB_BIN.tmp" .) ||
         die "ferretdb: go build failed"
     mv -f "$FERRETDB_BIN.tmp" "$FERRETDB_BIN"
+    ferretdb_patch_set >"$FERRETDB_BIN.patches"
+}
+
+# The patches a build applies: the checksum, size and name of each.
+ferretdb_patch_set() {
+    (cd "$FERRETDB_SRC" && cksum ./*.patch modernc-sqlite/*.patch)
 }
 
 # Copy module $3, at the version the build in $2 requires (go.sum pins it), to $2/$4 and

@@ -9,10 +9,10 @@ from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from fetcher.adapters import PROBE_LIMIT, MongoPositionStore, MongoTakenMail
+from fetcher.adapters import MongoPositionStore, MongoTakenMail
 from fetcher.ports import Position
 from shared.blobs import GridFsBlobStore
-from shared.store import INDEXES, OwnCache, Store, insert_or_ignore
+from shared.store import INDEXES, OwnCache, Store, bulk_write_in_chunks, insert_or_ignore
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +77,11 @@ def test_blobs_are_stored_once_and_read_back(store: Store) -> None:
     data = bytes(range(256)) * 2000  # several GridFS chunks
     assert blobs.put("raw/e1", data, tenant_id="t", content_type="message/rfc822") == "raw/e1"
     assert blobs.put("raw/e1", b"other", tenant_id="t", content_type="message/rfc822") == "raw/e1"
-    assert blobs.get("raw/e1") == data
+    assert blobs.get_own("t", "raw/e1") == data
     with pytest.raises(KeyError):
-        blobs.get("raw/missing")
+        blobs.get_own("t", "raw/missing")
+    with pytest.raises(KeyError):
+        blobs.get_own("t2", "raw/e1")  # another tenant's
 
 
 def test_large_blobs_go_to_gridfs_in_chunks(store: Store) -> None:
@@ -88,9 +90,12 @@ def test_large_blobs_go_to_gridfs_in_chunks(store: Store) -> None:
     blobs = GridFsBlobStore(store)
     big = b"x" * (INLINE_LIMIT + 1)
     blobs.put("raw/big", big, tenant_id="t", content_type="message/rfc822")
-    assert blobs.get("raw/big") == big
+    assert blobs.get_own("t", "raw/big") == big
     assert store["blobs"].find_one({"_id": "raw/big"}) is None
     assert store.db["rawmail.files"].find_one({"_id": "raw/big"}) is not None
+    with pytest.raises(LookupError, match="another tenant"):  # its key, another tenant's file
+        blobs.put("raw/big", b"y" * len(big), tenant_id="t2", content_type="message/rfc822")
+    assert blobs.get_own("t", "raw/big") == big
 
 
 def test_deferred_blobs_are_written_together_at_flush_or_once_enough_is_kept(
@@ -103,7 +108,7 @@ def test_deferred_blobs_are_written_together_at_flush_or_once_enough_is_kept(
     for key in ("att/e0/0", "att/e1/0", "att/e2/0"):
         blobs.put(key, key.encode(), tenant_id="t", content_type="text/plain")
     assert store["blobs"].count_documents({}) == 1  # kept, not written
-    assert blobs.get("att/e1/0") == b"att/e1/0"  # a kept blob reads back
+    assert blobs.get_own("t", "att/e1/0") == b"att/e1/0"  # a kept blob reads back
     blobs.flush()
     assert {d["_id"]: bytes(d["data"]) for d in store["blobs"].find()} == {
         "att/e0/0": b"first",  # a key stored already stays as it was
@@ -117,7 +122,7 @@ def test_deferred_blobs_are_written_together_at_flush_or_once_enough_is_kept(
     assert store["blobs"].count_documents({}) == 5  # the limit reached: written at once
 
 
-@pytest.mark.parametrize("batch", [3, PROBE_LIMIT + 5], ids=["probed-by-id", "one-query"])
+@pytest.mark.parametrize("batch", [3, 25], ids=["small", "large"])
 def test_taken_fingerprints_are_found_alike_in_small_and_large_batches(
     store: Store, batch: int
 ) -> None:
@@ -259,15 +264,20 @@ def test_an_insert_failing_on_a_duplicate_leaves_no_part_of_its_batch_behind(
     assert things.count_documents({}) == len(stored) + 1
 
 
-def test_an_update_command_of_many_statements_completes(store: Store) -> None:
-    """Hundreds of updates in one command, as the assigner writes a batch (more than the
-    local store's 100 connections, which each statement used to hold until the end)."""
+def test_hundreds_of_updates_written_in_chunks_complete(store: Store) -> None:
+    """Hundreds of updates, as the assigner writes a batch: in commands of WRITE_CHUNK
+    statements (the local store holds each matched statement's read until its command ends,
+    on 100 connections per database)."""
     store.customers.insert_many([{"_id": f"c{i}", "tenant_id": "t"} for i in range(300)])
-    result = store.customers.bulk_write(
-        [UpdateOne({"_id": f"c{i}"}, {"$set": {"manager_id": f"m{i % 3}"}}) for i in range(300)],
+    matched = bulk_write_in_chunks(
+        store.customers,
+        [
+            UpdateOne({"tenant_id": "t", "_id": f"c{i}"}, {"$set": {"manager_id": f"m{i % 3}"}})
+            for i in range(300)
+        ],
         ordered=False,
     )
-    assert result.modified_count == 300
+    assert matched == 300
     assert store.customers.count_documents({"tenant_id": "t", "manager_id": "m1"}) == 100
 
 
@@ -275,21 +285,21 @@ def test_an_update_command_of_many_statements_completes(store: Store) -> None:
 def test_a_batch_of_updates_writes_the_documents_it_names_and_no_other(
     store: Store, count: int
 ) -> None:
-    """The local store writes a command's updates by _id together (one statement up to
-    1,000 documents, else one transaction): each named document gets its own new value,
-    an _id not there matches nothing, the rest stay as they were, and lookups by an indexed
-    string follow (the values table)."""
+    """Updates by _id, in chunks: each named document gets its own new value, an _id not
+    there matches nothing, the rest stay as they were, and lookups by an indexed string
+    follow (the local store's values table)."""
     things = store["things"]
     things.create_index([("tag", ASCENDING)])
     oid = ObjectId()
     things.insert_many([{"_id": f"c{i}", "tag": "old", "n": i} for i in range(count + 10)])
     things.insert_one({"_id": oid, "tag": "old", "n": -1})
     named = [f"c{i}" for i in range(count)] + [oid, "missing"]
-    result = things.bulk_write(
+    matched = bulk_write_in_chunks(
+        things,
         [UpdateOne({"_id": i}, {"$set": {"tag": ["new", f"t-{i}"]}}) for i in named],
         ordered=False,
     )
-    assert (result.matched_count, result.modified_count) == (count + 1, count + 1)
+    assert matched == count + 1
     assert sorted(map(str, (d["_id"] for d in things.find({"tag": "new"})))) == sorted(
         map(str, named[:-1])
     )
@@ -301,8 +311,7 @@ def test_a_batch_of_updates_writes_the_documents_it_names_and_no_other(
 
 
 def test_each_statement_of_an_update_sees_what_the_ones_before_it_wrote(store: Store) -> None:
-    """A statement reads its matches before it writes (the local store's patch): later
-    statements of the same command still match on what earlier ones changed."""
+    """Later statements of an update command match on what earlier ones changed."""
     store.customers.insert_many([{"_id": f"c{i}", "tenant_id": "t", "n": 0} for i in range(3)])
     result = store.customers.bulk_write(
         [
@@ -350,7 +359,7 @@ def test_own_cache_answers_a_batch_from_one_read_and_checks_the_tenant(store: St
         [{"_id": "c1", "tenant_id": "t1"}, {"_id": "c2", "tenant_id": "t2"}]
     )
     cache = OwnCache(store.customers)
-    cache.load(["c1", "c2", "c3"])
+    cache.load([("t1", "c1"), ("t1", "c2"), ("t1", "c3")])
     store.customers.delete_many({})  # from here on only what was read answers
     assert cache.get("t1", "c1") == {"_id": "c1", "tenant_id": "t1"}
     assert cache.get("t1", "c2") is None and cache.get("t1", "c3") is None
