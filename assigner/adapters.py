@@ -10,70 +10,78 @@ taken on the complete history before it, so the replicas together assign exactly
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from pymongo import UpdateOne
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from assigner.ports import Assignment, unusable_group
-from shared.contracts import deterministic_id
+from assigner.rules import Manager, next_turns
+from assigner.slots import (
+    CLAIMS,
+    SLOTS,
+    claim_doc,
+    claim_id,
+    read_snapshot,
+    slot_doc,
+    slot_id,
+    write_snapshot,
+)
 from shared.errors import TransientError
 from shared.logging import get_logger
 from shared.store import (
     Doc,
     OwnCache,
     Store,
+    bulk_write_in_chunks,
     find_own,
     insert_in_order,
     insert_many_or_ignore,
-    insert_or_ignore,
     store_errors,
 )
 
 log = get_logger("mailintake.assigner")
 
-ELIGIBLE_FIRST = "free"
 MAX_CAS_ATTEMPTS = 200
 # Slots inserted by one ordered command. FerretDB 1.24 inserts in batches of 100 and, after a
 # duplicate, goes on with the next batch: at most 100 keeps "stops at the first" true there.
 SLOT_CHUNK = 100
-SLOTS = "rotation_slots"
-CLAIMS = "rotation_claims"
 
 
-def pick_manager(managers: list[dict[str, Any]], last: dict[str, int]) -> str | None:
-    """The least recently assigned manager of the first non-empty tier (never-assigned first).
+class RotationContendedError(TransientError):
+    """Raised when another replica took a slot of the rotation that this one meant to take."""
 
-    Tier 1: logged in and free. Tier 2: everyone else (lunch, busy, break, logged out).
-    Ties go to the manager listed first in the group.
-    """
-    tier = [m for m in managers if m.get("online") and m.get("status") == ELIGIBLE_FIRST]
-    tier = tier or managers
-    if not tier:
-        return None
-    return str(min(tier, key=lambda m: last.get(str(m["_id"]), -1))["_id"])
+
+def _log_contended(state: RetryCallState) -> None:
+    log.info("rotation_contended", attempt=state.attempt_number, sleep=state.upcoming_sleep)
 
 
 class MongoManagerRotation:
     """Exactly-once, even assignment with several replicas and no transactions.
 
-    `rotation_slots` holds one document per assignment (`seq` 1, 2, … per group, the manager,
-    the customer); `rotations` holds a snapshot (the last seq and each manager's last slot)
-    so that a replica reads only the slots after it; `rotation_claims` holds one document per
-    customer, keyed by it, naming the slot that won the customer. A claimed customer whose
-    manager is not yet written is the "in flight" state: a redelivered event finishes it.
-    Every read and write goes by `_id` (the only index FerretDB's SQLite backend uses).
+    Who gets each turn is the rule's (`assigner.rules`), decided on the whole history before
+    the turn; this class stores the turns and reads them back. `rotation_slots` holds one
+    document per assignment (`seq` 1, 2, … per group, the manager, the customer); `rotations`
+    holds a snapshot (the last seq and each manager's last slot) so that a replica reads only
+    the slots after it; `rotation_claims` holds one document per customer, keyed by it,
+    naming the slot that won the customer. A claimed customer whose manager is not yet
+    written is the "in flight" state: a redelivered event finishes it. Every read and write
+    goes by tenant and `_id`.
 
     Between `begin_batch` calls a group's managers are read once; the position in the
     rotation a replica last saw is kept in memory (slots never change, so it stays true).
     `begin_batch` also reads the batch's customers and claims with one query each.
 
     `deferred`: the manager written on a customer and the snapshot are kept until `flush`
-    (the worker calls it before any of the batch's events is published). The slot and the
-    claim, which decide, are always written at once.
+    (`MongoAssignmentBatch.commit`, before any of the batch's events is published);
+    `discard` drops them. The slot and the claim, which decide, are always written at once.
     """
 
     def __init__(
@@ -84,19 +92,23 @@ class MongoManagerRotation:
         self._claims = store[CLAIMS]
         self._customers = customers or OwnCache(store.customers)
         self._claimed = OwnCache(self._claims)
-        self._groups: dict[tuple[str, str], list[Doc] | None] | None = None
+        self._groups: dict[tuple[str, str], list[Manager] | None] | None = None
         self._seen: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
         self._deferred = deferred
-        self._settled: dict[str, Doc] = {}  # customer _id -> the fields to write
+        self._settled: dict[str, tuple[str, Doc]] = {}  # customer _id -> (tenant, fields)
         self._snapshots: dict[tuple[str, str], tuple[int, dict[str, int]]] = {}
+
+    def discard(self) -> None:
+        """Forget the managers and snapshots the batch kept (its slots and claims stay)."""
+        self._settled, self._snapshots = {}, {}
 
     def begin_batch(self, customers: Iterable[tuple[str, str]] = ()) -> None:
         """Read groups afresh from now on; read the batch's (tenant, customer) pairs."""
         self._groups = {}
         wanted = list(customers)
         with store_errors("read the batch's customers"):
-            self._customers.load(c for _, c in wanted)
-            self._claimed.load(claim_id(t, c) for t, c in wanted)
+            self._customers.load(wanted)
+            self._claimed.load((t, claim_id(t, c)) for t, c in wanted)
 
     def claim_batch(self, wanted: Iterable[tuple[str, str, str, str]], now: datetime) -> None:
         """Claim the batch's new customers together: (tenant, group, customer, e-mail) each.
@@ -137,48 +149,91 @@ class MongoManagerRotation:
         tenant_id: str,
         group_id: str,
         pending: list[tuple[str, str]],
-        managers: list[Doc],
+        managers: list[Manager],
         now: datetime,
     ) -> dict[str, Doc]:
-        """The claims of (customer, e-mail) pairs, by customer: the next slots decided in
-        order on the history before them, inserted with one ordered command that stops at the
-        first slot another replica (or a run of ours that died before its claim) took; the
-        slots from there on are then read and the rest decided again. A customer missing from
-        the result stayed contended.
+        """The claims of (customer, e-mail) pairs, by customer, taken in rounds (see
+        `_claim_round`); after a lost slot, the next round comes after a short random sleep,
+        up to MAX_CAS_ATTEMPTS rounds. A customer missing from the result stayed contended.
         """
         claims: dict[str, Doc] = {}
+        pending = list(pending)
+        rounds = Retrying(
+            retry=retry_if_exception_type(RotationContendedError),
+            wait=wait_random_exponential(multiplier=0.001, max=0.02),
+            stop=stop_after_attempt(MAX_CAS_ATTEMPTS),
+            before_sleep=_log_contended,
+            reraise=True,
+        )
+        try:
+            for attempt in rounds:
+                with attempt:
+                    self._claim_round(tenant_id, group_id, pending, managers, now, claims)
+        except RotationContendedError:
+            log.warning("rotation_stayed_contended", group_id=group_id, left=len(pending))
+        return claims
+
+    def _claim_round(
+        self,
+        tenant_id: str,
+        group_id: str,
+        pending: list[tuple[str, str]],
+        managers: list[Manager],
+        now: datetime,
+        claims: dict[str, Doc],
+    ) -> None:
+        """Claim `pending` (taking each claimed pair out, into `claims`): the next slots,
+        decided in order on the history before them by the rule, inserted with one ordered
+        command per SLOT_CHUNK that stops at the first slot another replica (or a run of ours
+        that died before its claim) took. Then the slots from there on are read, and
+        RotationContendedError says the rest is to be decided again after them.
+        """
         seq, last = self._position(tenant_id, group_id)
-        for attempt in range(MAX_CAS_ATTEMPTS):
-            slots, decided = [], dict(last)
-            for n, (customer_id, email_id) in enumerate(pending[:SLOT_CHUNK], start=seq + 1):
-                manager_id = pick_manager(managers, decided)
-                assert manager_id is not None  # managers is not empty
-                decided[manager_id] = n
-                slots.append(_slot(tenant_id, group_id, n, manager_id, customer_id, email_id, now))
+        while pending:
+            chunk = pending[:SLOT_CHUNK]
+            turns = range(seq + 1, seq + 1 + len(chunk))
+            slots = [
+                slot_doc(tenant_id, group_id, n, manager_id, customer_id, email_id, now)
+                for n, manager_id, (customer_id, email_id) in zip(
+                    turns, next_turns(managers, last, turns), chunk, strict=True
+                )
+            ]
             won = insert_in_order(self._slots, slots)
             for slot in slots[:won]:
                 last[str(slot["manager_id"])] = seq = int(slot["seq"])
             claims |= self._claim_slots(tenant_id, slots[:won])
-            pending = pending[won:]
-            if won < len(slots):  # slot seq+1 is taken: read on from it
-                others = []
-                while taken := find_own(
-                    self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)
-                ):
-                    ours = [p for p in pending if p[0] == taken["customer_id"]]
-                    if ours:  # a slot of ours from a run that crashed before its claim
-                        claims |= self._claim_slots(tenant_id, [taken])
-                        pending.remove(ours[0])
-                    else:
-                        others.append(taken)
-                    last[str(taken["manager_id"])] = seq = int(taken["seq"])
-                self._claim_for_others(tenant_id, others)
-                time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+            del pending[:won]
+            lost = won < len(slots)
+            if lost:  # slot seq+1 is taken: read on from it
+                seq = self._read_past(tenant_id, group_id, seq, last, pending, claims)
             self._seen[(tenant_id, group_id)] = (seq, dict(last))
             self._save_snapshot(tenant_id, group_id, seq, last)
-            if not pending:
-                break
-        return claims
+            if lost and pending:
+                raise RotationContendedError(f"rotation of group {group_id}: slot {seq} taken")
+
+    def _read_past(
+        self,
+        tenant_id: str,
+        group_id: str,
+        seq: int,
+        last: dict[str, int],
+        pending: list[tuple[str, str]],
+        claims: dict[str, Doc],
+    ) -> int:
+        """Read the slots taken after `seq` into `last`; the last one's seq. A slot of one of
+        ours (a run that crashed before its claim) is claimed for it and taken out of
+        `pending`; the others' claims are written for them (`_claim_for_others`)."""
+        others = []
+        while taken := find_own(self._slots, tenant_id, slot_id(tenant_id, group_id, seq + 1)):
+            ours = [p for p in pending if p[0] == taken["customer_id"]]
+            if ours:
+                claims |= self._claim_slots(tenant_id, [taken])
+                pending.remove(ours[0])
+            else:
+                others.append(taken)
+            last[str(taken["manager_id"])] = seq = int(taken["seq"])
+        self._claim_for_others(tenant_id, others)
+        return seq
 
     def _claim_for_others(self, tenant_id: str, slots: list[Doc]) -> None:
         """Write the claims of slots read past for customers not in hand: the claims their
@@ -186,19 +241,19 @@ class MongoManagerRotation:
         not passed over when the customer's event comes again (redelivered one at a time),
         which would cost its manager a turn. A claim that exists is left as it is."""
         if slots:
-            insert_many_or_ignore(self._claims, [_claim_of(tenant_id, s) for s in slots])
+            insert_many_or_ignore(self._claims, [claim_doc(tenant_id, s) for s in slots])
 
     def _claim_slots(self, tenant_id: str, slots: list[Doc]) -> dict[str, Doc]:
         """Bind won slots to their customers with one insert; by customer, the claim that
         holds: a customer claimed meanwhile (the same event handled twice at once) keeps that
         claim, and our slot stays unused (a turn is lost)."""
-        claims = [_claim_of(tenant_id, slot) for slot in slots]
+        claims = [claim_doc(tenant_id, slot) for slot in slots]
         existed = insert_many_or_ignore(self._claims, claims)
         held = {c["customer_id"]: c for c in claims if c["_id"] not in existed}
         if existed:
-            for won in self._claims.find({"_id": {"$in": sorted(existed)}}):
-                if won.get("tenant_id") == tenant_id:
-                    held[won["customer_id"]] = won
+            query = {"tenant_id": tenant_id, "_id": {"$in": sorted(existed)}}
+            for won in self._claims.find(query):
+                held[won["customer_id"]] = won
             # A claim written by another replica for our own slot (see _claim_for_others)
             # loses no turn.
             unused = [
@@ -218,12 +273,16 @@ class MongoManagerRotation:
         snapshots, self._snapshots = self._snapshots, {}
         with store_errors("record assignments"):
             if settled:
-                self._store.customers.bulk_write(
-                    [UpdateOne({"_id": c}, {"$set": f}) for c, f in settled.items()],
+                bulk_write_in_chunks(
+                    self._store.customers,
+                    [
+                        UpdateOne({"tenant_id": t, "_id": c}, {"$set": f})
+                        for c, (t, f) in settled.items()
+                    ],
                     ordered=False,
                 )
             for (tenant_id, group_id), (seq, last) in snapshots.items():
-                self._write_snapshot(tenant_id, group_id, seq, last)
+                write_snapshot(self._store, tenant_id, group_id, seq, last)
 
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
@@ -244,7 +303,7 @@ class MongoManagerRotation:
                 claim = self._claim(tenant_id, group_id, customer_id, email_id, managers, now)
             return self._settle(tenant_id, customer, claim, email_id, now)
 
-    def _managers(self, tenant_id: str, group_id: str) -> list[Doc] | None:
+    def _managers(self, tenant_id: str, group_id: str) -> list[Manager] | None:
         """The group's managers in its order (None: no such group), read once per batch."""
         key = (tenant_id, group_id)
         if self._groups is not None and key in self._groups:
@@ -255,13 +314,13 @@ class MongoManagerRotation:
             self._groups[key] = managers
         return managers
 
-    def _read_managers(self, tenant_id: str, group: Doc) -> list[Doc]:
+    def _read_managers(self, tenant_id: str, group: Doc) -> list[Manager]:
         ids = [str(i) for i in group.get("manager_ids") or []]
         found = {
             str(m["_id"]): m
             for m in self._store.managers.find({"tenant_id": tenant_id, "_id": {"$in": ids}})
         }
-        return [found[i] for i in ids if i in found]
+        return [Manager.from_doc(found[i]) for i in ids if i in found]
 
     def _claim(
         self,
@@ -269,7 +328,7 @@ class MongoManagerRotation:
         group_id: str,
         customer_id: str,
         email_id: str,
-        managers: list[Doc],
+        managers: list[Manager],
         now: datetime,
     ) -> Doc:
         """One customer's claim (what `claim_batch` did not decide)."""
@@ -283,39 +342,13 @@ class MongoManagerRotation:
         seen = self._seen.get((tenant_id, group_id))
         if seen is not None:
             return seen[0], dict(seen[1])
-        key = deterministic_id("rotation", tenant_id, group_id)
-        found = find_own(self._store.rotations, tenant_id, key)
-        if found is None:
-            doc: Doc = {
-                "_id": key,
-                "tenant_id": tenant_id,
-                "group_id": group_id,
-                "seq": 0,
-                "last": [],
-            }
-            insert_or_ignore(self._store.rotations, doc)
-            found = find_own(self._store.rotations, tenant_id, key) or doc
-        return int(found["seq"]), {str(e["manager_id"]): int(e["seq"]) for e in found["last"]}
+        return read_snapshot(self._store, tenant_id, group_id)
 
     def _save_snapshot(self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]) -> None:
         if self._deferred:
             self._snapshots[(tenant_id, group_id)] = (seq, dict(last))
         else:
-            self._write_snapshot(tenant_id, group_id, seq, last)
-
-    def _write_snapshot(
-        self, tenant_id: str, group_id: str, seq: int, last: dict[str, int]
-    ) -> None:
-        """Move the snapshot forward to `seq`; a lost race leaves an older one, only slower.
-
-        The `seq` condition is not atomic on every store (FerretDB), so a replica may still
-        put back an older snapshot; readers then read a few more slots after it, which gives
-        them the same history.
-        """
-        self._store.rotations.update_one(
-            {"_id": deterministic_id("rotation", tenant_id, group_id), "seq": {"$lt": seq}},
-            {"$set": {"seq": seq, "last": [{"manager_id": m, "seq": s} for m, s in last.items()]}},
-        )
+            write_snapshot(self._store, tenant_id, group_id, seq, last)
 
     def _settle(
         self, tenant_id: str, customer: Doc, claim: Doc, email_id: str, now: datetime
@@ -328,98 +361,13 @@ class MongoManagerRotation:
                 "assigned_for_email": claim["email_id"],
             }
             if self._deferred:
-                self._settled[customer["_id"]] = fields
+                self._settled[customer["_id"]] = (tenant_id, fields)
             else:
-                self._store.customers.update_one({"_id": customer["_id"]}, {"$set": fields})
+                self._store.customers.update_one(
+                    {"tenant_id": tenant_id, "_id": customer["_id"]}, {"$set": fields}
+                )
             customer = {**customer, **fields}
             self._customers.put(customer)
         actual = str(customer["manager_id"])
         log.info("customer_assigned", manager_id=actual, slot_id=claim["slot_id"])
         return Assignment(actual, assigned_now=customer.get("assigned_for_email") == email_id)
-
-
-def _slot(
-    tenant_id: str,
-    group_id: str,
-    seq: int,
-    manager_id: str,
-    customer_id: str,
-    email_id: str,
-    now: datetime,
-) -> Doc:
-    return {
-        "_id": slot_id(tenant_id, group_id, seq),
-        "tenant_id": tenant_id,
-        "group_id": group_id,
-        "seq": seq,
-        "manager_id": manager_id,
-        "customer_id": customer_id,
-        "email_id": email_id,
-        "claimed_at": now,
-    }
-
-
-def _claim_of(tenant_id: str, slot: Doc) -> Doc:
-    return {
-        "_id": claim_id(tenant_id, slot["customer_id"]),
-        "tenant_id": tenant_id,
-        "customer_id": slot["customer_id"],
-        "slot_id": slot["_id"],
-        "manager_id": slot["manager_id"],
-        "email_id": slot["email_id"],
-    }
-
-
-def slot_id(tenant_id: str, group_id: str, seq: int) -> str:
-    return deterministic_id("rotation-slot", tenant_id, group_id, seq)
-
-
-def claim_id(tenant_id: str, customer_id: str) -> str:
-    return deterministic_id("rotation-claim", tenant_id, customer_id)
-
-
-class MongoAssignmentRecords:
-    """The outcome on the `emails` document; managers read from `customers`.
-
-    `deferred`: outcomes are kept until `flush`, which writes the batch's with one bulk
-    update (by `_id` and tenant: the store finds each by its `_id` index).
-    """
-
-    def __init__(
-        self, store: Store, *, deferred: bool = False, customers: OwnCache | None = None
-    ) -> None:
-        self._store = store
-        self._customers = customers or OwnCache(store.customers)
-        self._deferred = deferred
-        self._pending: dict[str, tuple[str, Doc]] = {}  # email _id -> (tenant, fields)
-
-    def record(
-        self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
-    ) -> None:
-        self._pending[email_id] = (
-            tenant_id, {"manager_id": manager_id, "unassigned_reason": note}
-        )  # fmt: skip
-        if not self._deferred:
-            self.flush()
-        if manager_id is None:
-            log.warning("customer_unassigned", reason=note)
-
-    def flush(self) -> None:
-        """Write the kept outcomes on the e-mails of their own tenant (others are ignored)."""
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        with store_errors("record assignment"):
-            self._store.emails.bulk_write(
-                [
-                    UpdateOne({"_id": email_id, "tenant_id": tenant_id}, {"$set": fields})
-                    for email_id, (tenant_id, fields) in pending.items()
-                ],
-                ordered=False,
-            )
-
-    def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
-        with store_errors("find customer"):
-            doc = self._customers.get(tenant_id, customer_id)
-        value = doc.get("manager_id") if doc else None
-        return None if value is None else str(value)

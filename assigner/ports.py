@@ -1,10 +1,16 @@
-"""What the assigner needs: the manager rotation of a group, and where outcomes are written."""
+"""What the assigner needs: the manager rotation of a group, and where outcomes are written.
+
+The assigner handles a consumed batch as one unit of work (`AssignmentBatch`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+
+from shared.contracts import Event
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,13 @@ def unusable_group(group_id: str, *, missing: bool) -> Assignment:
 
 
 class ManagerRotation(Protocol):
-    """Hands out a group's customers evenly, exactly once per customer."""
+    """Hands out a group's customers evenly (`assigner.rules`), exactly once per customer.
+
+    The turn that decides who gets a customer is stored at once, so that every replica
+    decides on the same history; the manager written on the customer is stored when the
+    batch commits, and the batch's own reads see it at once. A group's managers are read
+    once per batch.
+    """
 
     def assign(
         self, tenant_id: str, group_id: str, customer_id: str, *, email_id: str, now: datetime
@@ -33,7 +45,11 @@ class ManagerRotation(Protocol):
 
 
 class AssignmentRecords(Protocol):
-    """The `emails` record of an assignment, and the managers the CRM already knows."""
+    """The `emails` record of an assignment, and the managers the CRM already knows.
+
+    An outcome is stored when the batch commits. `manager_of` answers as the customer was
+    read when the batch began, with the managers the batch settled.
+    """
 
     def record(
         self, tenant_id: str, email_id: str, *, manager_id: str | None, note: str | None
@@ -44,3 +60,22 @@ class AssignmentRecords(Protocol):
     def manager_of(self, tenant_id: str, customer_id: str) -> str | None:
         """The customer's manager as stored now (None when it has none)."""
         ...
+
+
+class AssignmentBatch(Protocol):
+    """The assigner's unit of work: one consumed batch of bound mail, settled through its ports.
+
+    `begin` reads the batch's customers and their claims in bulk and claims its new
+    customers together, group by group in rotation order (those turns are stored at once).
+    `commit` stores the managers settled on customers, then the outcomes on the e-mails.
+    """
+
+    @property
+    def rotation(self) -> ManagerRotation: ...
+
+    @property
+    def records(self) -> AssignmentRecords: ...
+
+    def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None: ...
+
+    def commit(self) -> None: ...

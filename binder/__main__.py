@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from binder.accounts import MongoAccountDirectory
-from binder.adapters import MongoCrmDirectory, MongoEmailArchive
-from binder.batch import Parsed, parse_batch, wanted_lookups
+from binder.adapters import MongoEmailArchive
 from binder.failures import handle_mail_dead_lettered
 from binder.handlers import handle_mail_fetched
-from shared.blobs import GridFsBlobStore
+from binder.ports import BindingBatch
+from binder.unit_of_work import MongoBindingBatch
 from shared.contracts import Event, MailFetched
 from shared.errors import InvalidEventError
 from shared.runtime import run_stage
 from shared.settings import Settings
 from shared.store import Store
+from shared.worker import StageHandler
 
 
 class BinderHandler:
-    """The binder's handler; each batch's lookups are read and its e-mails written in bulk."""
+    """The binder's handler: each fetched mail of a batch bound through the batch's ports."""
 
-    def __init__(self, store: Store) -> None:
-        self.crm = MongoCrmDirectory(store)
-        self.archive = MongoEmailArchive(store)
-        self.blobs = GridFsBlobStore(store, deferred=True)
-        self._parsed: dict[str, Parsed] = {}
+    def __init__(self, batch: BindingBatch) -> None:
+        self.batch = batch
 
     def __call__(self, event: Event, payload: bytes | None) -> list[Event]:
         if not isinstance(event, MailFetched):
@@ -34,32 +31,12 @@ class BinderHandler:
         return handle_mail_fetched(
             event,
             payload,
-            crm=self.crm,
-            archive=self.archive,
-            blobs=self.blobs,
+            crm=self.batch.crm,
+            archive=self.batch.archive,
+            blobs=self.batch.blobs,
             now=datetime.now(UTC),
-            parsed=self._parsed.pop(event.email_id, None),
+            parsed=self.batch.parsed(event.email_id),
         )
-
-    def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
-        """Read which mails are decided, parse the others once, read their lookups in bulk."""
-        self._parsed = {}
-        self.archive.warm(e.email_id for e, _ in batch if isinstance(e, MailFetched))
-        unbound = [
-            (e, raw) for e, raw in batch if isinstance(e, MailFetched) and not self._decided(e)
-        ]
-        self._parsed = parse_batch(unbound)
-        self.crm.warm(wanted_lookups(unbound, self._parsed))
-
-    def _decided(self, event: MailFetched) -> bool:
-        stored = self.archive.get(event.tenant_id, event.email_id)
-        return stored is not None and stored.get("status") != "failed"
-
-    def finish(self) -> None:
-        # Customers and attachments first: a stored e-mail names only what is stored.
-        self.crm.flush()
-        self.blobs.flush()
-        self.archive.flush()
 
 
 class BinderDeadLetters:
@@ -77,8 +54,10 @@ class BinderDeadLetters:
         )
 
 
-def build_handler(_settings: Settings, store: Store) -> BinderHandler:
-    return BinderHandler(store)
+def build_handler(_settings: Settings, store: Store) -> StageHandler:
+    """The binder's handler over the unit of work of its batches."""
+    batch = MongoBindingBatch(store)
+    return StageHandler(BinderHandler(batch), unit_of_work=batch)
 
 
 def build_dead_letters(_settings: Settings, store: Store) -> BinderDeadLetters:

@@ -14,10 +14,12 @@ from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
 from shared.errors import TransientError
+from shared.mailboxref import OUTCOMES
 from shared.store import (
     Doc,
     OwnCache,
     Store,
+    bulk_write_in_chunks,
     find_own,
     insert_many_or_ignore,
     insert_or_ignore,
@@ -65,8 +67,8 @@ class MongoCrmDirectory:
     `warm` reads a whole batch's customers and orders with one query per tenant and
     collection, and its tenants' account addresses with one query; until the next `warm`,
     lookups it covered are answered from what it read, the others go to the store. Customers
-    created meanwhile are kept until `flush`, which writes them with one command before the
-    batch's e-mails.
+    created meanwhile are kept (and found) until `flush`, which writes them with one command
+    (`MongoBindingBatch.commit`, before the batch's e-mails); `discard` drops them.
     """
 
     def __init__(self, store: Store) -> None:
@@ -76,8 +78,12 @@ class MongoCrmDirectory:
         self._created: list[dict[str, Any]] = []
         self.accounts = MongoAccountDirectory(store)
 
-    def warm(self, wanted: Mapping[str, Wanted]) -> None:
+    def discard(self) -> None:
+        """Forget the batch: what it read and the customers it created."""
         self._customers, self._orders, self._created = {}, {}, []
+
+    def warm(self, wanted: Mapping[str, Wanted]) -> None:
+        self.discard()
         self.accounts.warm(wanted)
         with store_errors("read the batch's customers and orders"):
             for tenant_id, want in wanted.items():
@@ -169,33 +175,48 @@ class MongoCrmDirectory:
             raise
 
     def _refuse_foreign(self, docs: list[Doc]) -> None:
-        """A customer's key taken in another tenant will not go away by trying again."""
-        tenants = {doc["_id"]: doc["tenant_id"] for doc in docs}
+        """A customer's key taken in another tenant will not go away by trying again.
+
+        On purpose the one query of the binder into other tenants' customers: which of a
+        tenant's keys another tenant holds (`tenant_id: {$ne: ...}`), reading their _id only.
+        """
+        by_tenant: dict[str, list[str]] = {}
+        for doc in docs:
+            by_tenant.setdefault(doc["tenant_id"], []).append(doc["_id"])
         with store_errors("read the customers created meanwhile"):
-            found = self._store.customers.find({"_id": {"$in": sorted(tenants)}}, {"tenant_id": 1})
-            foreign = [doc["_id"] for doc in found if doc.get("tenant_id") != tenants[doc["_id"]]]
-        if foreign:
-            raise LookupError(f"customer {foreign[0]} exists in another tenant")
+            for tenant_id, ids in sorted(by_tenant.items()):
+                query = {"tenant_id": {"$ne": tenant_id}, "_id": {"$in": sorted(ids)}}
+                foreign = self._store.customers.find_one(query, {"_id": 1})
+                if foreign is not None:
+                    raise LookupError(f"customer {foreign['_id']} exists in another tenant")
 
 
 class MongoEmailArchive:
-    """The `emails` collection, written insert-or-ignore by _id.
+    """The `emails` collection, written insert-or-ignore by _id, and the decided mails'
+    mailbox outcomes for the fetcher (`shared.mailboxref`), written after the e-mails.
 
     `warm` reads the batch's stored documents with one query (a redelivered mail finds its
-    own). A recorded document is kept until `flush`, which writes the batch's documents with
-    one command (the worker calls it before any of the batch's events is published), and
-    the documents replacing `failed` ones with another.
+    own). A recorded document is kept (and read) until `flush`, which writes the batch's
+    documents with one command (`MongoBindingBatch.commit`, before any of the batch's events
+    is published), and the documents replacing `failed` ones with another; `discard` drops
+    them.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._pending: dict[str, dict[str, Any]] = {}
         self._replacing: set[str] = set()
+        self._outcomes: dict[str, dict[str, Any]] = {}
         self._stored = OwnCache(store.emails)
 
-    def warm(self, email_ids: Iterable[str]) -> None:
-        """Start a batch: read which of its e-mails are recorded already, with one query."""
-        self._pending, self._replacing = {}, set()
+    def discard(self) -> None:
+        """Forget the documents (and outcomes) the batch recorded."""
+        self._pending, self._replacing, self._outcomes = {}, set(), {}
+
+    def warm(self, email_ids: Iterable[tuple[str, str]]) -> None:
+        """Start a batch: read which of its (tenant, e-mail id) pairs are recorded already,
+        with one query per tenant."""
+        self.discard()
         with store_errors("read the batch's emails"):
             self._stored.load(email_ids)
 
@@ -208,6 +229,9 @@ class MongoEmailArchive:
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self._pending.setdefault(doc["_id"], doc)
+
+    def record_outcome(self, outcome: dict[str, Any]) -> None:
+        self._outcomes.setdefault(outcome["_id"], outcome)
 
     def replace_failed(self, doc: dict[str, Any]) -> dict[str, Any]:
         self._replacing.add(doc["_id"])
@@ -229,6 +253,10 @@ class MongoEmailArchive:
         new = [doc for doc in docs if doc["_id"] not in replacing]
         insert_all_new(self._store.emails, new, "e-mails were recorded")
         self._replace_failed([doc for doc in docs if doc["_id"] in replacing])
+        outcomes, self._outcomes = list(self._outcomes.values()), {}
+        if outcomes:  # after the e-mails: the fetcher acts on these
+            with store_errors("write the batch's mailbox outcomes"):
+                insert_many_or_ignore(self._store[OUTCOMES], outcomes)
 
     def _replace_failed(self, docs: list[Doc]) -> None:
         """Replace `failed` documents decided again, each only while it is still `failed`."""
@@ -239,10 +267,10 @@ class MongoEmailArchive:
                 ReplaceOne({"_id": d["_id"], "tenant_id": d["tenant_id"], "status": "failed"}, d)
                 for d in docs
             ]
-            result = self._store.emails.bulk_write(replacements, ordered=False)
-        if result.matched_count < len(docs):
+            matched = bulk_write_in_chunks(self._store.emails, replacements, ordered=False)
+        if matched < len(docs):
             raise TransientError(
-                f"{len(docs) - result.matched_count} of {len(docs)} failed e-mails were decided "
+                f"{len(docs) - matched} of {len(docs)} failed e-mails were decided "
                 "meanwhile by another binder: the batch is handled again from what is stored"
             )
 

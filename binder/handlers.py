@@ -7,7 +7,6 @@ from typing import Any
 
 from binder.ports import BlobStore, CrmDirectory, EmailArchive
 from binder.rules import Bound, Skipped, bind
-from shared import mailboxref
 from shared.contracts import (
     Event,
     MailBound,
@@ -18,7 +17,7 @@ from shared.contracts import (
 )
 from shared.letter import letter_fields, stored_parts
 from shared.mail import MailParseError, ParsedMail, parse_mail
-from shared.mailboxref import mailbox_fields
+from shared.mailboxref import MAILBOX, mailbox_outcome, mailbox_place
 
 
 def handle_mail_fetched(
@@ -43,6 +42,8 @@ def handle_mail_fetched(
     if stored is None or stored.get("status") == "failed":
         doc = _decide(event, raw, parsed, crm=crm, archive=archive, blobs=blobs, now=now)
         stored = archive.record(doc) if stored is None else archive.replace_failed(doc)
+    if stored.get("status") != "failed":
+        archive.record_outcome(mailbox_outcome(event, stored))  # again on a redelivery: once
     return [outcome_event(event, stored, now=now)]
 
 
@@ -57,7 +58,9 @@ def _decide(
     now: datetime,
 ) -> dict[str, Any]:
     # A mail passed by reference travels with an empty body: the blob store has it.
-    raw = blobs.get(event.raw_ref) if event.raw_ref is not None else raw or b""
+    if event.raw_ref is not None:
+        raw = blobs.get_own(event.tenant_id, event.raw_ref)
+    raw = raw or b""
     try:
         if isinstance(parsed, MailParseError):
             raise parsed
@@ -101,7 +104,7 @@ def _base_document(event: MailFetched, now: datetime) -> dict[str, Any]:
         "received_at": event.internal_date or now,
         "created_at": now,
         "event_id": event.event_id,
-        **mailbox_fields(event, loaded=False),
+        MAILBOX: mailbox_place(event),
     }
 
 
@@ -128,7 +131,6 @@ def email_document(
         doc.update(
             {
                 "status": "bound",
-                mailboxref.STATE: mailboxref.PENDING,  # read, or deleted, once stored
                 "matched_by": binding.matched_by,
                 "customer_id": binding.customer_id,
                 "order_id": binding.order_id,

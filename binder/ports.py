@@ -1,12 +1,18 @@
-"""What the binder needs from the world, as protocols (fakes in tests, Mongo in production)."""
+"""What the binder needs from the world, as protocols (fakes in tests, Mongo in production).
+
+The binder handles a consumed batch as one unit of work (`BindingBatch`): what its ports
+write is kept until the batch commits, and their reads see it at once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from shared.contracts import AccountOptions
+from shared.contracts import AccountOptions, Event
+from shared.mail import MailParseError, ParsedMail
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,11 @@ class AccountRef:
 
 
 class CrmDirectory(Protocol):
-    """The CRM's orders and customers of one tenant, and the addresses of its own mailboxes."""
+    """The CRM's orders and customers of one tenant, and the addresses of its own mailboxes.
+
+    Reads answer from the store (as read in bulk when the batch began) and see the customers
+    the batch created; a created customer is stored when the batch commits.
+    """
 
     def find_order(self, tenant_id: str, number: str) -> OrderRef | None: ...
 
@@ -48,7 +58,8 @@ class CrmDirectory(Protocol):
     def create_customer(
         self, tenant_id: str, address: str, *, shop_id: str | None, email_id: str, now: datetime
     ) -> CustomerRef:
-        """The customer keyed by tenant + address, created if missing (one, even when racing)."""
+        """The customer keyed by tenant + address, created if missing (one, even when racing:
+        a commit that finds it stored meanwhile has the batch handled again)."""
         ...
 
     def own_addresses(self, tenant_id: str) -> frozenset[str]:
@@ -65,7 +76,12 @@ class AccountDirectory(Protocol):
 
 
 class EmailArchive(Protocol):
-    """The `emails` collection: one document per fetched message."""
+    """The `emails` collection: one document per fetched message.
+
+    `record` and `replace_failed` are stored when the batch commits; `get` and
+    `order_of_thread` see them at once. `record_failure` writes at once (a dead letter is
+    recorded outside any batch).
+    """
 
     def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None: ...
 
@@ -86,14 +102,53 @@ class EmailArchive(Protocol):
         decided mail's document stays. The stored document of the tenant, or None."""
         ...
 
+    def record_outcome(self, outcome: dict[str, Any]) -> None:
+        """Tell the fetcher a mail's outcome (`shared.mailboxref`): written, insert-or-ignore,
+        only after the e-mails are stored, so the mailbox never changes before its letter is."""
+        ...
+
     def order_of_thread(self, tenant_id: str, message_ids: tuple[str, ...]) -> str | None:
         """The order an earlier mail with one of these Message-IDs was bound to, if any."""
         ...
 
 
 class BlobStore(Protocol):
-    """Raw mail and attachments, stored once (GridFS in production)."""
+    """Raw mail and attachments, stored once (GridFS in production).
+
+    A `put` is stored by the time the batch commits (before its e-mails, which name it);
+    `get_own` sees it at once.
+    """
 
     def put(self, key: str, data: bytes, *, tenant_id: str, content_type: str) -> str: ...
 
-    def get(self, ref: str) -> bytes: ...
+    def get_own(self, tenant_id: str, ref: str) -> bytes:
+        """The tenant's blob `ref`; KeyError when absent or another tenant's."""
+        ...
+
+
+class BindingBatch(Protocol):
+    """The binder's unit of work: one consumed batch of fetched mail, bound through its ports.
+
+    `begin` reads in bulk which of the batch's mails are stored already and the customers,
+    orders and own addresses the others will look up, parsing the mail that travels inline
+    once. `commit` stores what the batch wrote in the order customers, blobs, e-mails (a
+    stored e-mail names only what is stored); if another binder stored one of them meanwhile
+    it raises TransientError, and the whole batch is handled again from what is stored.
+    """
+
+    @property
+    def crm(self) -> CrmDirectory: ...
+
+    @property
+    def archive(self) -> EmailArchive: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None: ...
+
+    def parsed(self, email_id: str) -> ParsedMail | MailParseError | None:
+        """The batch's mail as `begin` parsed it, or None (parsed when it is bound)."""
+        ...
+
+    def commit(self) -> None: ...

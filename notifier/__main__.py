@@ -18,6 +18,8 @@ from notifier.handlers import (
     handle_mail_skipped,
 )
 from notifier.http import UrllibWebhookSender
+from notifier.ports import NotificationBatch, WebhookDirectory
+from notifier.unit_of_work import MongoNotificationBatch
 from notifier.webhook import MAX_ATTEMPTS_LIMIT, handle_notification_created
 from shared.contracts import (
     AccountFailed,
@@ -33,7 +35,13 @@ from shared.logging import configure_logging
 from shared.runtime import open_broker, open_store, retry_policy, run_stage
 from shared.settings import Settings
 from shared.store import Store
-from shared.worker import EventHandler, RetryPolicy, StageWorker, install_stop_signals
+from shared.worker import (
+    EventHandler,
+    RetryPolicy,
+    StageHandler,
+    StageWorker,
+    install_stop_signals,
+)
 
 
 def _directory(settings: Settings, store: Store) -> MongoWebhookDirectory:
@@ -42,14 +50,14 @@ def _directory(settings: Settings, store: Store) -> MongoWebhookDirectory:
 
 
 class NotifierHandler:
-    """The notifier's handler; each batch's notifications are written with one command."""
+    """The notifier's handler: each event of a batch notified through the batch's inbox."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.inbox = MongoNotificationInbox(store, deferred=True)
-        self.webhooks = _directory(settings, store)
+    def __init__(self, batch: NotificationBatch, webhooks: WebhookDirectory) -> None:
+        self.batch = batch
+        self.webhooks = webhooks
 
     def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
-        now, inbox, webhooks = datetime.now(UTC), self.inbox, self.webhooks
+        now, inbox, webhooks = datetime.now(UTC), self.batch.inbox, self.webhooks
         if isinstance(event, MailRouted):
             return handle_mail_routed(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, MailSkipped):
@@ -60,12 +68,11 @@ class NotifierHandler:
             return handle_account_warning(event, inbox=inbox, webhooks=webhooks, now=now)
         raise InvalidEventError(f"the notifier does not take {event.event_type}")
 
-    def finish(self) -> None:
-        self.inbox.flush()
 
-
-def build_handler(settings: Settings, store: Store) -> NotifierHandler:
-    return NotifierHandler(settings, store)
+def build_handler(settings: Settings, store: Store) -> StageHandler:
+    """The notifier's handler over the unit of work of its batches."""
+    batch = MongoNotificationBatch(store)
+    return StageHandler(NotifierHandler(batch, _directory(settings, store)), unit_of_work=batch)
 
 
 def build_webhook_handler(settings: Settings, store: Store) -> EventHandler:

@@ -18,7 +18,8 @@ class MongoNotificationInbox:
     """Notifications in the `notifications` collection, insert-or-ignore by _id.
 
     `deferred`: added notifications are kept until `flush`, which writes the batch's with
-    one command (the worker calls it before any of the batch's events is published).
+    one command (`MongoNotificationBatch.commit`, before any of the batch's events is
+    published); `discard` drops them.
     """
 
     def __init__(self, store: Store, *, deferred: bool = False) -> None:
@@ -30,6 +31,11 @@ class MongoNotificationInbox:
             return self._pending.setdefault(doc["_id"], doc) is doc
         with store_errors("add notification"):
             return insert_or_ignore(self._store.notifications, doc)
+
+    def discard(self) -> None:
+        """Forget the kept notifications."""
+        if self._pending is not None:
+            self._pending = {}
 
     def flush(self) -> None:
         """Write the kept notifications; those stored already stay as they are."""

@@ -1,16 +1,26 @@
-"""What the notifier needs: the CRM's in-app inbox, the tenants' webhooks, an HTTP sender."""
+"""What the notifier needs: the CRM's in-app inbox, the tenants' webhooks, an HTTP sender.
+
+The notifier handles a consumed batch as one unit of work (`NotificationBatch`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.contracts import Event
+
 
 class NotificationInbox(Protocol):
-    """The `notifications` collection; adding a notification twice keeps one."""
+    """The `notifications` collection; adding a notification twice keeps one.
+
+    In a batch (`NotificationBatch`) what is added is stored when the batch commits; outside
+    one (the webhook worker's) every call writes at once.
+    """
 
     def add(self, doc: dict[str, Any]) -> bool:
-        """Store `doc` unless its _id exists; True when it was new."""
+        """Store `doc` unless its _id exists; True when it was new (in a batch: new to it)."""
         ...
 
     def get(self, tenant_id: str, notification_id: str) -> dict[str, Any] | None:
@@ -24,6 +34,18 @@ class NotificationInbox(Protocol):
         ...
 
 
+class NotificationBatch(Protocol):
+    """The notifier's unit of work: one consumed batch, its notifications kept in `inbox`
+    until `commit` stores them with one command (those stored already stay as they are)."""
+
+    @property
+    def inbox(self) -> NotificationInbox: ...
+
+    def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None: ...
+
+    def commit(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     """Where a tenant's notifications are POSTed, and how hard to try."""
@@ -35,7 +57,7 @@ class WebhookConfig:
 
 
 class WebhookDirectory(Protocol):
-    """The tenants' outbound webhooks."""
+    """The tenants' outbound webhooks, read only (a change may take a few seconds to show)."""
 
     def enabled(self, tenant_id: str) -> bool:
         """True when the tenant has a webhook configured."""

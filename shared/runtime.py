@@ -18,8 +18,8 @@ from shared.store import Store
 from shared.topology import Topology
 from shared.worker import (
     DeadLetterRecorder,
-    EventHandler,
     RetryPolicy,
+    StageHandler,
     StageWorker,
     install_stop_signals,
 )
@@ -58,7 +58,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 def run_stage(
     stage: str,
-    build_handler: Callable[[Settings, Store], EventHandler],
+    build_handler: Callable[[Settings, Store], StageHandler],
     settings: Settings | None = None,
     stop: threading.Event | None = None,
     *,
@@ -66,6 +66,7 @@ def run_stage(
 ) -> int:
     """Run one consuming stage (binder, assigner, notifier) until SIGTERM; the exit code.
 
+    `build_handler`: the stage's handler and the unit of work of its batches;
     `build_dead_letters`: what records the messages the stage dead-letters, if anything.
     """
     settings = settings or Settings()
@@ -75,12 +76,14 @@ def run_stage(
 
         return check_stage(stage, settings)
     store = open_store(settings)
+    handler = build_handler(settings, store)
     worker = StageWorker(
         stage,
         open_broker(settings),
-        build_handler(settings, store),
+        handler.handle,
         policy=retry_policy(settings),
         on_outcome=outcome_recorder(stage),
+        unit_of_work=handler.unit_of_work,
         dead_letters=build_dead_letters(settings, store) if build_dead_letters else None,
     )
     endpoints = start_endpoints(

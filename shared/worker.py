@@ -26,8 +26,36 @@ from shared.wire import H_ATTEMPT, H_ERROR, Incoming, Outgoing, decode_event, en
 log = get_logger("mailintake.worker")
 
 EventHandler = Callable[[Event, bytes | None], Sequence[Event]]
-BatchPreparer = Callable[[Sequence[tuple[Event, bytes | None]]], None]
-BatchFinisher = Callable[[], None]
+Batch = Sequence[tuple[Event, bytes | None]]
+
+
+class UnitOfWork(Protocol):
+    """A consumed batch as one unit of work: begun with the batch's events, committed once.
+
+    Between `begin` and `commit` the stage's ports keep what the batch writes (and show it to
+    the batch's own reads, where a rule needs that); `commit` stores all of it before any of
+    the batch's events is published.
+    """
+
+    def begin(self, batch: Batch) -> None:
+        """Start a batch: drop what an earlier one kept; read what this one will look up.
+
+        Raising does not fail the batch: each handler call reads what it needs itself.
+        """
+        ...
+
+    def commit(self) -> None:
+        """Store what the batch's handler calls wrote. Raising retries the whole batch."""
+        ...
+
+
+@dataclass(frozen=True)
+class StageHandler:
+    """A stage's event handler and the unit of work its ports keep a batch's writes in
+    (None: they write at once)."""
+
+    handle: EventHandler
+    unit_of_work: UnitOfWork | None = None
 
 
 class DeadLetterRecorder(Protocol):
@@ -85,8 +113,7 @@ class StageWorker:
         *,
         policy: RetryPolicy | None = None,
         on_outcome: Callable[[str, Event | None, float], None] | None = None,
-        prepare: BatchPreparer | None = None,
-        finish: BatchFinisher | None = None,
+        unit_of_work: UnitOfWork | None = None,
         dead_letters: DeadLetterRecorder | None = None,
     ) -> None:
         self.stage = stage
@@ -96,10 +123,7 @@ class StageWorker:
         self._policy = policy or RetryPolicy()
         self._on_outcome = on_outcome
         self._dead_letters = dead_letters
-        # A handler may read a batch in bulk before it (`prepare`) and write what it kept
-        # back in bulk after it (`finish`).
-        self._prepare = prepare or getattr(handler, "prepare", None)
-        self._finish = finish or getattr(handler, "finish", None)
+        self._unit_of_work = unit_of_work
         self.stop = threading.Event()
         self.consuming = threading.Event()
         self._started = time.monotonic()
@@ -121,13 +145,13 @@ class StageWorker:
     def handle_batch(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         """Every message's outputs, or where it goes instead when its handling failed.
 
-        Each message is decoded once; the decoded batch is shown to `prepare`, then handled.
-        The handler's `finish` runs after the last message: the batch's effects are stored
-        only then, so if it fails, every message handled so far is settled (retried) instead
-        of passing its outputs on.
+        Each message is decoded once; the unit of work begins with the decoded batch, then
+        each message is handled. The unit of work commits after the last message: the batch's
+        effects are stored only then, so if that fails, every message handled so far is
+        settled (retried) instead of passing its outputs on.
         """
         decoded = [_decoded(message) for message in messages]
-        self.prepare([d for d in decoded if not isinstance(d, Exception)])
+        self.begin([d for d in decoded if not isinstance(d, Exception)])
         results: list[tuple[Incoming, list[Outgoing], Event | None, float]] = []
         for message, event_payload in zip(messages, decoded, strict=True):
             self._started = time.monotonic()
@@ -141,28 +165,28 @@ class StageWorker:
                 results.append((message, outputs, event, took))
             except Exception as exc:  # settled: retried or dead-lettered
                 results.append((message, self.settle(message, exc, event), None, 0.0))
-        if self._finish is not None and any(r[2] is not None for r in results):
+        if self._unit_of_work is not None and any(r[2] is not None for r in results):
             try:
-                self._finish()
+                self._unit_of_work.commit()
             except Exception as exc:  # the whole batch is settled
                 results = [(m, self.settle(m, exc, e) if e else out, None, 0.0)
                            for m, out, e, _ in results]  # fmt: skip
         for _, _, done, seconds in results:
-            if done is not None:  # only now: a failed `finish` makes it a retry
+            if done is not None:  # only now: a failed commit makes it a retry
                 self._report("ok", done, seconds)
         return [output for _, outputs, _, _ in results for output in outputs]
 
-    def prepare(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
-        """Show the batch's events to the stage's preparer (bulk reads); never fails the batch.
+    def begin(self, batch: Batch) -> None:
+        """Begin the unit of work with the batch's events (bulk reads); never fails the batch.
 
-        Whatever the preparer did not manage, each handler call reads for itself.
+        Whatever it did not manage to read, each handler call reads for itself.
         """
-        if self._prepare is None:
+        if self._unit_of_work is None:
             return
         try:
-            self._prepare(batch)
+            self._unit_of_work.begin(batch)
         except Exception as exc:
-            log.warning("batch_prepare_failed", error_class=type(exc).__name__, error=str(exc))
+            log.warning("batch_begin_failed", error_class=type(exc).__name__, error=str(exc))
 
     def _report(self, outcome: str, event: Event | None, seconds: float | None = None) -> None:
         """Tell the `on_outcome` hook (metrics): ok, retried or dead_lettered, and the time."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from assigner.adapters import pick_manager
 from assigner.ports import Assignment, unusable_group
+from assigner.rules import Manager, next_manager
 from binder.adapters import customer_id_for
 from binder.ports import AccountRef, CustomerRef, OrderRef
 from notifier.ports import DeliveryResult, WebhookConfig
 from shared.contracts import Event
+from shared.mail import MailParseError, ParsedMail
 
 
 @dataclass
@@ -107,6 +110,7 @@ class FakeAccountDirectory:
 @dataclass
 class FakeEmailArchive:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # for the fetcher
 
     def get(self, tenant_id: str, email_id: str) -> dict[str, Any] | None:
         d = self.docs.get(email_id)
@@ -114,6 +118,9 @@ class FakeEmailArchive:
 
     def record(self, doc: dict[str, Any]) -> dict[str, Any]:
         return self.docs.setdefault(doc["_id"], doc)
+
+    def record_outcome(self, outcome: dict[str, Any]) -> None:
+        self.outcomes.setdefault(outcome["_id"], outcome)
 
     def replace_failed(self, doc: dict[str, Any]) -> dict[str, Any]:
         if self.docs[doc["_id"]]["status"] == "failed":
@@ -166,9 +173,9 @@ class FakeBlobStore:
 
 @dataclass
 class FakeManagerRotation:
-    """Least-recently-assigned rotation over an in-memory group, exactly once per customer."""
+    """The assigner's rule over an in-memory group, exactly once per customer."""
 
-    managers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    managers: dict[str, list[Manager]] = field(default_factory=dict)
     assigned: dict[str, str] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
 
@@ -179,7 +186,7 @@ class FakeManagerRotation:
             return Assignment(self.assigned[customer_id])
         if group_id not in self.managers:
             return unusable_group(group_id, missing=True)
-        manager = pick_manager(self.managers[group_id], self.last)
+        manager = next_manager(self.managers[group_id], self.last)
         if manager is None:
             return unusable_group(group_id, missing=False)
         self.last[manager] = len(self.assigned) + 1
@@ -250,3 +257,69 @@ class FakeWebhookSender:
     ) -> DeliveryResult:
         self.sent.append((url, body, headers))
         return self.results.pop(0) if self.results else DeliveryResult(True, 200)
+
+
+@dataclass
+class FakeUnitOfWork:
+    """A batch as one unit of work over in-memory fakes (`ports`): what they write shows at
+    once; a commit that fails (`fail_commit`) puts them back as they were when the batch
+    began, as if nothing of it had been stored."""
+
+    begun: list[list[Event]] = field(default_factory=list)
+    commits: int = 0
+    fail_commit: Exception | None = None
+    fail_begin: Exception | None = None
+    _saved: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def ports(self) -> list[Any]:
+        return []
+
+    def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
+        self.begun.append([event for event, _ in batch])
+        self._saved = [copy.deepcopy(vars(port)) for port in self.ports()]
+        if self.fail_begin is not None:
+            raise self.fail_begin
+
+    def commit(self) -> None:
+        if self.fail_commit is not None:
+            for port, saved in zip(self.ports(), self._saved, strict=True):
+                vars(port).update(saved)
+            raise self.fail_commit
+        self.commits += 1
+
+
+@dataclass
+class FakeBindingBatch(FakeUnitOfWork):
+    """The binder's unit of work over the fakes of its ports; no mail is parsed ahead."""
+
+    crm: FakeCrmDirectory = field(default_factory=FakeCrmDirectory)
+    archive: FakeEmailArchive = field(default_factory=FakeEmailArchive)
+    blobs: FakeBlobStore = field(default_factory=FakeBlobStore)
+
+    def ports(self) -> list[Any]:
+        return [self.crm, self.archive, self.blobs]
+
+    def parsed(self, email_id: str) -> ParsedMail | MailParseError | None:
+        return None
+
+
+@dataclass
+class FakeAssignmentBatch(FakeUnitOfWork):
+    """The assigner's unit of work; the rotation's turns are stored at once (as its claims
+    are), so a failed commit puts back only the outcomes."""
+
+    rotation: FakeManagerRotation = field(default_factory=FakeManagerRotation)
+    records: FakeAssignmentRecords = field(default_factory=FakeAssignmentRecords)
+
+    def ports(self) -> list[Any]:
+        return [self.records]
+
+
+@dataclass
+class FakeNotificationBatch(FakeUnitOfWork):
+    """The notifier's unit of work over a fake inbox."""
+
+    inbox: FakeNotificationInbox = field(default_factory=FakeNotificationInbox)
+
+    def ports(self) -> list[Any]:
+        return [self.inbox]

@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 
 from assigner.__main__ import build_handler
-from assigner.adapters import CLAIMS, SLOTS, MongoAssignmentRecords, MongoManagerRotation, slot_id
+from assigner.adapters import MongoManagerRotation
 from assigner.handlers import handle_mail_bound
+from assigner.records import MongoAssignmentRecords
+from assigner.rules import Manager
+from assigner.slots import CLAIMS, SLOTS, slot_id
 from notifier.__main__ import run as run_notifier
 from shared.contracts import AccountOptions, MailBound, MailRouted, MailSummary, deterministic_id
 from shared.messaging import Broker
@@ -71,6 +74,11 @@ def new_customer(store: Store, n: int, *, group: str | None = "g1") -> MailBound
     )
 
 
+def group_managers(store: Store) -> list[Manager]:
+    """The tenant's managers as the rule sees them, by id."""
+    return [Manager.from_doc(m) for m in store.managers.find({"tenant_id": TENANT}).sort("_id", 1)]
+
+
 def shares(store: Store) -> Counter[str]:
     return Counter(
         str(c["manager_id"])
@@ -87,11 +95,13 @@ def assigners(settings: Settings, replicas: int) -> Iterator[list[StageWorker]]:
     for i in range(replicas):
         store = Store(settings.mongo_url.get_secret_value(), settings.mongo_database)
         stores.append(store)
+        handler = build_handler(settings, store)
         worker = StageWorker(
             "assigner",
             open_broker(settings),
-            build_handler(settings, store),
+            handler.handle,
             policy=retry_policy(settings),
+            unit_of_work=handler.unit_of_work,
         )
         worker.stop = stop
         workers.append(worker)
@@ -237,7 +247,7 @@ def test_every_event_delivered_twice_assigns_once(
 def test_a_crash_between_claim_and_settle_is_finished_by_the_redelivery(store: Store) -> None:
     seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
     rotation = MongoManagerRotation(store)
-    managers = list(store.managers.find({"tenant_id": TENANT}).sort("_id", 1))
+    managers = group_managers(store)
     claim = rotation._claim(TENANT, "g1", new_customer(store, 1).customer_id, "e1", managers, NOW)
     assert claim["manager_id"] == "m1"
     assert store.customers.find_one({"_id": "c1"})["manager_id"] is None  # type: ignore[index]
@@ -269,7 +279,7 @@ def test_a_customer_claimed_twice_keeps_the_first_claim(store: Store) -> None:
     seed_group(store, "g1", ("m1", "free", True), ("m2", "free", True))
     customer = new_customer(store, 1).customer_id
     rotation = MongoManagerRotation(store)
-    managers = list(store.managers.find({"tenant_id": TENANT}).sort("_id", 1))
+    managers = group_managers(store)
     first = rotation._claim(TENANT, "g1", customer, "e1", managers, NOW)
     store[CLAIMS].delete_one({"_id": first["_id"]})  # let a second claim through ...
     second = rotation._claim(TENANT, "g1", customer, "e1", managers, NOW)

@@ -76,11 +76,13 @@ def binder(settings: Settings) -> Iterator[Start]:
             Topology(settings.namespace, settings.delivery_limit),
             prefetch=20,
         )
+        handler = build_handler(settings, store)
         worker = StageWorker(
             "binder",
             broker,
-            build_handler(settings, store),
+            handler.handle,
             policy=RetryPolicy(2, 0.2, 1.0),
+            unit_of_work=handler.unit_of_work,
             dead_letters=build_dead_letters(settings, store),
         )
         thread = threading.Thread(target=worker.run, daemon=True)
@@ -197,7 +199,7 @@ def test_of_two_binders_replacing_one_failed_mail_the_second_handles_it_again(
     store.emails.insert_one(failed)
     ours, rival = MongoEmailArchive(store), MongoEmailArchive(store)
     for archive, customer in ((ours, "c-ours"), (rival, "c-rival")):
-        archive.warm(["e1"])
+        archive.warm([(TENANT, "e1")])
         assert archive.get(TENANT, "e1") == failed
         archive.replace_failed({"_id": "e1", "tenant_id": TENANT, "status": "bound",
                                 "customer_id": customer})  # fmt: skip

@@ -59,8 +59,13 @@ def binders(settings: Settings) -> Iterator[object]:
                 Topology(settings.namespace, settings.delivery_limit),
                 prefetch=20,
             )
+            handler = build_handler(settings, store)
             worker = StageWorker(
-                "binder", broker, build_handler(settings, store), policy=RetryPolicy(2, 0.2, 1.0)
+                "binder",
+                broker,
+                handler.handle,
+                policy=RetryPolicy(2, 0.2, 1.0),
+                unit_of_work=handler.unit_of_work,
             )
             thread = threading.Thread(target=worker.run, daemon=True)
             thread.start()

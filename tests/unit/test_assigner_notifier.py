@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
-from assigner.adapters import pick_manager
 from assigner.handlers import handle_mail_bound
+from assigner.rules import Manager
 from notifier.handlers import handle_account_failed, handle_mail_routed, handle_mail_skipped
 from shared.contracts import (
     AccountFailed,
@@ -50,8 +50,8 @@ def bound(
     )
 
 
-def managers(*spec: tuple[str, str, bool]) -> list[dict[str, object]]:
-    return [{"_id": i, "status": s, "online": o} for i, s, o in spec]
+def managers(*spec: tuple[str, str, bool]) -> list[Manager]:
+    return [Manager(i, s, o) for i, s, o in spec]
 
 
 def test_free_managers_share_new_customers_evenly() -> None:
@@ -71,21 +71,6 @@ def test_free_managers_share_new_customers_evenly() -> None:
     ]
     counts = Counter(r.manager_id for r in routed if isinstance(r, MailRouted))
     assert counts == {"m1": 10, "m2": 10, "m3": 10}
-
-
-def test_tier_two_when_nobody_is_free_and_logged_in() -> None:
-    group = managers(("m1", "free", False), ("m2", "lunch", True), ("m3", "break", True))
-    assert pick_manager(group, {}) == "m1"
-    assert pick_manager(group, {"m1": 1}) == "m2"
-    assert pick_manager(group, {"m1": 1, "m2": 2, "m3": 3}) == "m1"
-    assert pick_manager([], {}) is None
-
-
-def test_a_manager_turning_free_gets_the_next_one() -> None:
-    group = managers(("m1", "busy", True), ("m2", "busy", True))
-    assert pick_manager(group, {"m1": 5, "m2": 1}) == "m2"
-    group[0]["status"] = "free"
-    assert pick_manager(group, {"m1": 5, "m2": 1}) == "m1"
 
 
 def test_existing_customer_passes_through_unchanged() -> None:

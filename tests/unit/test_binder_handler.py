@@ -278,3 +278,18 @@ def test_a_mail_parsed_with_its_batch_is_bound_from_that_parse(crm: FakeCrmDirec
         parsed=MailParseError("not mail"),
     )  # fmt: skip
     assert isinstance(skipped, MailSkipped) and skipped.reason == "parse_error"
+
+
+def test_each_decided_mail_tells_the_fetcher_its_outcome_and_place(
+    crm: FakeCrmDirectory,
+) -> None:
+    _, archive = run(crm, make_mail("ann@example.com", "hello"), fetched(1))
+    run(crm, make_mail("stranger@example.com", "who?"), fetched(2), archive)
+    loaded, left = archive.outcomes["e1"], archive.outcomes["e2"]
+    assert loaded["loaded"] is True and left["loaded"] is False
+    place = {"protocol": "imap", "folder": "INBOX", "uidvalidity": 1, "uid": 1}
+    assert loaded["mailbox"] == place == archive.docs["e1"]["mailbox"]
+    assert (loaded["tenant_id"], loaded["account_id"]) == (T, "acc")
+    archive.outcomes.clear()
+    run(crm, make_mail("ann@example.com", "hello"), fetched(1), archive)  # redelivered
+    assert archive.outcomes["e1"]["loaded"] is True  # told again: the effect is idempotent

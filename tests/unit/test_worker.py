@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -13,7 +14,8 @@ from shared.logging import configure_logging, debug_enabled, get_logger, message
 from shared.messaging import Broker
 from shared.topology import Topology
 from shared.wire import H_ATTEMPT, H_ERROR, H_ERROR_CLASS, H_QUEUE, Incoming, encode_event
-from shared.worker import RetryPolicy, StageWorker, settle_failure
+from shared.worker import EventHandler, RetryPolicy, StageWorker, settle_failure
+from tests.fakes import FakeUnitOfWork
 
 POLICY = RetryPolicy(max_retries=3, base_seconds=1.0, max_seconds=5.0)
 
@@ -80,20 +82,14 @@ def test_topology_names_and_resolution() -> None:
         t.resolve("bogus.in")
 
 
-class BatchHandler:
-    """A stage handler with a bulk write that fails when told to."""
+def handled(event: Event, _payload: bytes | None) -> list[Event]:
+    """A stage handler that has nothing to publish."""
+    return []
 
-    def __init__(self, fail_finish: bool) -> None:
-        self.fail_finish = fail_finish
-        self.finished = 0
 
-    def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
-        return []
-
-    def finish(self) -> None:
-        self.finished += 1
-        if self.fail_finish:
-            raise StoreUnavailableError("the store went away")
+def refused(event: Event, _payload: bytes | None) -> list[Event]:
+    """A stage handler that dead-letters every message."""
+    raise PermanentError("no")
 
 
 def delivered(n: int) -> Incoming:
@@ -115,21 +111,63 @@ def delivered(n: int) -> Incoming:
     )
 
 
-@pytest.mark.parametrize("fail_finish", [False, True], ids=["stored", "bulk-write-failed"])
-def test_a_batch_counts_as_handled_only_once_its_bulk_write_is_stored(fail_finish: bool) -> None:
-    outcomes: list[str] = []
-    handler = BatchHandler(fail_finish)
+def batch_worker(
+    unit_of_work: FakeUnitOfWork, outcomes: list[str], handler: EventHandler = handled
+) -> StageWorker:
     broker = Broker("amqp://127.0.0.1:1/", Topology("mi"))  # never connected here
-    worker = StageWorker(
-        "notifier", broker, handler, policy=POLICY, on_outcome=lambda o, *_: outcomes.append(o)
+    return StageWorker(
+        "notifier",
+        broker,
+        handler,
+        policy=POLICY,
+        on_outcome=lambda o, *_: outcomes.append(o),
+        unit_of_work=unit_of_work,
     )
-    outputs = worker.handle_batch([delivered(1), delivered(2)])
-    assert handler.finished == 1
-    if fail_finish:
+
+
+@pytest.mark.parametrize("fail_commit", [False, True], ids=["stored", "commit-failed"])
+def test_a_batch_counts_as_handled_only_once_its_unit_of_work_commits(
+    fail_commit: bool,
+) -> None:
+    outcomes: list[str] = []
+    failure = StoreUnavailableError("the store went away") if fail_commit else None
+    unit_of_work = FakeUnitOfWork(fail_commit=failure)
+    outputs = batch_worker(unit_of_work, outcomes).handle_batch([delivered(1), delivered(2)])
+    assert [[e.event_id for e in batch] for batch in unit_of_work.begun] == [["ev1", "ev2"]]
+    assert unit_of_work.commits == (0 if fail_commit else 1)
+    if fail_commit:
         assert outcomes == ["retried", "retried"]
         assert [o.routing_key for o in outputs] == ["mi.notifier.in.retry"] * 2
     else:
         assert outcomes == ["ok", "ok"] and outputs == []
+
+
+def test_the_unit_of_work_begins_with_the_events_that_could_be_decoded() -> None:
+    unreadable = dataclasses.replace(delivered(2), body=b"not an event")
+    outcomes: list[str] = []
+    unit_of_work = FakeUnitOfWork()
+    outputs = batch_worker(unit_of_work, outcomes).handle_batch(
+        [delivered(1), unreadable, delivered(3)]
+    )
+    assert [[e.event_id for e in batch] for batch in unit_of_work.begun] == [["ev1", "ev3"]]
+    assert unit_of_work.commits == 1
+    assert [o.routing_key for o in outputs] == ["mi.notifier.in.dlq"]
+    assert sorted(outcomes) == ["dead_lettered", "ok", "ok"]
+
+
+def test_a_unit_of_work_that_cannot_begin_still_has_its_batch_handled_and_committed() -> None:
+    outcomes: list[str] = []
+    unit_of_work = FakeUnitOfWork(fail_begin=StoreUnavailableError("slow to answer"))
+    outputs = batch_worker(unit_of_work, outcomes).handle_batch([delivered(1)])
+    assert unit_of_work.commits == 1 and outcomes == ["ok"] and outputs == []
+
+
+def test_nothing_is_committed_when_no_message_of_the_batch_was_handled() -> None:
+    outcomes: list[str] = []
+    unit_of_work = FakeUnitOfWork()
+    outputs = batch_worker(unit_of_work, outcomes, refused).handle_batch([delivered(1)])
+    assert len(unit_of_work.begun) == 1 and unit_of_work.commits == 0
+    assert [o.routing_key for o in outputs] == ["mi.notifier.in.dlq"]
 
 
 class LoggingHandler:
@@ -167,9 +205,7 @@ def test_the_per_message_debug_line_follows_the_level(
 ) -> None:
     configure_logging("json", level)
     assert debug_enabled() is written
-    worker = StageWorker(
-        "notifier", Broker("amqp://127.0.0.1:1/", Topology("mi")), BatchHandler(False)
-    )
+    worker = StageWorker("notifier", Broker("amqp://127.0.0.1:1/", Topology("mi")), handled)
     worker.handle_batch([delivered(1)])
     events = [line["event"] for line in log_lines(capsys.readouterr().err)]
     assert ("event_handled" in events) is written
