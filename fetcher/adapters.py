@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
-from fetcher.ports import Loaded, MailboxState, Position
+from fetcher.ports import Outcome, Position
 from shared import mailboxref
 from shared.accounts import Account
 from shared.contracts import Event
 from shared.messaging import Broker
 from shared.oauth.tokens import StoredTokens
-from shared.store import Doc, Store, find_own, insert_many_or_ignore, store_errors
+from shared.store import Doc, Store, insert_many_or_ignore, store_errors
 from shared.wire import encode_event
 
 TAKEN_COLLECTION = "fetched_mail"
-PROBE_LIMIT = 20  # up to this many fingerprints are looked up one by one
 
 
 def _folder_key(folder: str) -> str:
@@ -163,16 +162,10 @@ class MongoTakenMail:
         self._tenant_id = tenant_id
 
     def known(self, account_id: str, fingerprints: Sequence[str]) -> set[str]:
-        """The fingerprints already taken: one query for a large batch, else one per print.
-
-        On FerretDB only a filter that is exactly `{_id: value}` uses the index, so a small
-        batch (the usual one once the first load is over) asks by `_id` instead of scanning.
-        """
+        """The fingerprints already taken, with one query (by tenant and `_id`)."""
         if not fingerprints:
             return set()
         with store_errors("read fingerprints"):
-            if len(fingerprints) <= PROBE_LIMIT:
-                return {fp for fp in fingerprints if find_own(self._taken, self._tenant_id, fp)}
             query = {"tenant_id": self._tenant_id, "_id": {"$in": list(fingerprints)}}
             return {str(d["_id"]) for d in self._taken.find(query, {"_id": 1})}
 
@@ -187,10 +180,11 @@ class MongoTakenMail:
             insert_many_or_ignore(self._taken, docs)  # already there after a crash: fine
 
 
-def _loaded(doc: Doc) -> Loaded:
+def _outcome(doc: Doc) -> Outcome:
     place = doc.get(mailboxref.MAILBOX) or {}
-    return Loaded(
+    return Outcome(
         str(doc["_id"]),
+        bool(doc.get("loaded")),
         folder=place.get("folder"),
         uidvalidity=place.get("uidvalidity"),
         uid=place.get("uid"),
@@ -199,45 +193,26 @@ def _loaded(doc: Doc) -> Loaded:
 
 
 class MongoMailOutcomes:
-    """The binder's outcomes, read from and recorded on the account's `emails` documents."""
+    """The account's mailbox outcomes (`mailbox_outcomes`): read, and removed once made."""
 
-    _FIELDS: ClassVar[dict[str, int]] = {mailboxref.MAILBOX: 1, mailboxref.STATE: 1}
+    DELETE_CHUNK = 100  # ids per delete command
 
     def __init__(self, store: Store, tenant_id: str) -> None:
-        self._emails = store.emails
+        self._outcomes = store[mailboxref.OUTCOMES]
         self._tenant_id = tenant_id
 
-    def unsettled(self, account_id: str, *, limit: int) -> list[Loaded]:
-        query = {
-            "tenant_id": self._tenant_id,
-            "account_id": account_id,
-            mailboxref.STATE: mailboxref.PENDING,
-        }
-        with store_errors("read the loaded mail to settle"):
-            return [_loaded(d) for d in self._emails.find(query, self._FIELDS).limit(limit)]
+    def pending(self, account_id: str, *, limit: int) -> list[Outcome]:
+        query = {"tenant_id": self._tenant_id, "account_id": account_id}
+        with store_errors("read the mailbox outcomes"):
+            return [_outcome(d) for d in self._outcomes.find(query).limit(limit)]
 
-    def decided(self, account_id: str, email_ids: Sequence[str]) -> tuple[list[Loaded], set[str]]:
-        query: Doc = {"tenant_id": self._tenant_id, "account_id": account_id}
-        query["_id"] = {"$in": list(email_ids)}
-        with store_errors("read the outcomes of published mail"):
-            docs = list(self._emails.find(query, self._FIELDS))
-        pending = [_loaded(d) for d in docs if d.get(mailboxref.STATE) == mailboxref.PENDING]
-        return pending, {str(d["_id"]) for d in docs}
-
-    def settle(self, account_id: str, states: dict[str, MailboxState], *, now: datetime) -> None:
-        by_state: dict[str, list[str]] = {}
-        for email_id, state in states.items():
-            by_state.setdefault(state, []).append(email_id)
-        with store_errors("record the mailbox effects"):
-            for done, ids in sorted(by_state.items()):
-                self._emails.update_many(
-                    {
-                        "tenant_id": self._tenant_id,
-                        "account_id": account_id,
-                        "_id": {"$in": ids},
-                        mailboxref.STATE: mailboxref.PENDING,
-                    },
-                    {"$set": {mailboxref.STATE: done, mailboxref.SETTLED_AT: now}},
+    def done(self, account_id: str, email_ids: Sequence[str]) -> None:
+        ids = list(email_ids)
+        with store_errors("remove the mailbox outcomes made"):
+            for start in range(0, len(ids), self.DELETE_CHUNK):
+                chunk = ids[start : start + self.DELETE_CHUNK]
+                self._outcomes.delete_many(
+                    {"tenant_id": self._tenant_id, "account_id": account_id, "_id": {"$in": chunk}}
                 )
 
 
@@ -259,6 +234,8 @@ class MongoAccounts:
         self._store = store
 
     def enabled(self) -> list[Account]:
+        # Every tenant's, on purpose: the fetchers together serve the accounts of all tenants
+        # (each account then read and written by its tenant and _id).
         with store_errors("list accounts"):
             return [Account.model_validate(d) for d in self._store.accounts.find({"enabled": True})]
 

@@ -11,7 +11,7 @@ from fetcher.ports import (
     BlobWriter,
     EventPublisher,
     FetchedMessage,
-    MailboxState,
+    Outcome,
     Pop3Mailbox,
     Pop3Positions,
 )
@@ -25,9 +25,9 @@ BATCH = 200
 
 @dataclass(frozen=True)
 class Pop3Result(SyncResult):
-    """A POP3 pass, and the mailbox states to record once its QUIT made the DELEs final."""
+    """A POP3 pass, and the outcomes it made, to mark done once its QUIT made the DELEs final."""
 
-    settled: dict[str, MailboxState] = field(default_factory=dict)
+    settled: list[Outcome] = field(default_factory=list)
 
 
 class Pop3Sync:

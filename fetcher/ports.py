@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared.contracts import Event, deterministic_id
 
@@ -126,14 +126,12 @@ class TakenMail(Protocol):
         ...
 
 
-MailboxState = Literal["pending", "seen", "deleted", "kept", "gone", "stale"]
-
-
 @dataclass(frozen=True)
-class Loaded:
-    """A mail the binder loaded: where it is in the mailbox, to be marked read or deleted."""
+class Outcome:
+    """The binder's outcome of a published mail, and where the mail is in the mailbox."""
 
     email_id: str
+    loaded: bool  # to be marked read, or deleted; else left as it is
     folder: str | None = None
     uidvalidity: int | None = None
     uid: int | None = None
@@ -141,23 +139,15 @@ class Loaded:
 
 
 class MailOutcomes(Protocol):
-    """The binder's outcomes of an account's mail, as stored on its `emails` documents.
+    """The outcomes of an account's mail whose mailbox effect is still to be made.
 
-    A loaded mail is `pending` until the fetcher has changed the mailbox for it; a skipped or
-    failed one is left as it is on the server.
+    The binder writes one per decided mail once its `emails` document is stored; the
+    fetcher makes the effects and then marks them done, which removes them.
     """
 
-    def unsettled(self, account_id: str, *, limit: int) -> list[Loaded]:
-        """Loaded mail of the account whose mailbox effect is still to be made."""
-        ...
+    def pending(self, account_id: str, *, limit: int) -> list[Outcome]: ...
 
-    def decided(self, account_id: str, email_ids: Sequence[str]) -> tuple[list[Loaded], set[str]]:
-        """Of these e-mails: the loaded ones still pending, and the ids with any outcome."""
-        ...
-
-    def settle(self, account_id: str, states: dict[str, MailboxState], *, now: datetime) -> None:
-        """Record, per e-mail id, what was done in the mailbox."""
-        ...
+    def done(self, account_id: str, email_ids: Sequence[str]) -> None: ...
 
 
 class BlobWriter(Protocol):

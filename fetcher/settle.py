@@ -1,11 +1,12 @@
 """The mailbox follows the binder: loaded mail is marked read (or deleted), skipped mail is left.
 
-A published mail's outcome is known once the binder stored its `emails` document: `bound`
-mail is `pending` there until the fetcher holding the account has changed the mailbox for it
-and recorded what it did. Nothing is marked or deleted before the letter is stored, and a
+Once the binder stored a mail's `emails` document, it writes the mail's outcome for the
+fetcher (`shared.mailboxref`): loaded, or not. The fetcher holding the account makes the
+effect of each outcome — \\Seen, or \\Deleted and UID EXPUNGE (IMAP), DELE (POP3) — and
+then removes the outcome. Nothing is marked or deleted before the letter is stored, and a
 mail the rules skipped, or that failed, stays on the server as it was (unread, if it was).
 Doing an effect twice changes nothing (a flag set again, a UID expunged already), so a crash
-between the mailbox change and its record only repeats it.
+between the mailbox change and the removal only repeats it.
 """
 
 from __future__ import annotations
@@ -15,21 +16,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
-from fetcher.ports import (
-    ImapMailbox,
-    Loaded,
-    MailboxState,
-    MailOutcomes,
-    Pop3Mailbox,
-    PositionStore,
-)
+from fetcher.ports import ImapMailbox, MailOutcomes, Outcome, Pop3Mailbox, PositionStore
 from shared.accounts import Account
 from shared.logging import get_logger
 
 log = get_logger("mailintake.fetcher")
 
-UNSETTLED_LIMIT = 5_000  # loaded mail settled per round at a pass's start
-ASKED_LIMIT = 2_000  # published mail whose outcome is asked for per round
+OUTCOMES_LIMIT = 5_000  # outcomes made per round
 WAIT_SECONDS = 300.0  # how long outcomes are waited for after a publish; later, at a pass
 LOOK_EVERY = 1.0  # seconds between looks for the outcomes of mail this session published
 SWEEP_GAP_MAX = 30.0  # the longest gap between looks for another session's pending mail
@@ -90,75 +83,67 @@ class Settler:
             return gap
         return None
 
-    def settle_imap(self, mailbox: ImapMailbox, uidvalidity: int, *, everything: bool) -> int:
-        """Make the mailbox effects of the outcomes known; `everything`: not only of the mail
-        this session published, of any loaded mail still pending (a pass's start)."""
-        loaded = self._loaded(everything)
-        if not loaded:
+    def settle_imap(self, mailbox: ImapMailbox, uidvalidity: int) -> int:
+        """Make the mailbox effects of the outcomes known; the number of mails changed.
+
+        A loaded mail's UID of an earlier UIDVALIDITY (or another folder) names nothing now:
+        it is counted `stale` and left.
+        """
+        outcomes = self._outcomes_now()
+        if not outcomes:
             return 0
-        states: dict[str, MailboxState] = {}
-        here = [m for m in loaded if m.folder == self.account.folder]
-        current = [m for m in here if m.uidvalidity == uidvalidity and m.uid is not None]
-        for mail in loaded:
-            states[mail.email_id] = "stale"  # another folder's, or UIDs of an old UIDVALIDITY
-        if current:
-            states.update(self._flag(mailbox, current))
-        self.record(states)
-        return len(current)
+        a = self.account
+        uids = [
+            o.uid
+            for o in outcomes
+            if o.loaded and o.folder == a.folder and o.uidvalidity == uidvalidity and o.uid
+        ]
+        loaded = sum(o.loaded for o in outcomes)
+        counts = Counter({"left": len(outcomes) - loaded, "stale": loaded - len(uids)})
+        if uids:
+            counts[self._flag(mailbox, uids)] += len(uids)
+        self._done(outcomes, +counts)
+        return len(uids)
 
     def settle_pop3(
         self, mailbox: Pop3Mailbox, listing: Sequence[tuple[int, str, int]]
-    ) -> dict[str, MailboxState]:
-        """DELE the loaded mail (with "delete loaded messages"), else keep it; the states to
-        record once the session's QUIT made the deletions final."""
-        states: dict[str, MailboxState] = {}
+    ) -> list[Outcome]:
+        """DELE the loaded mail (with "delete loaded messages"); the outcomes to mark done once
+        the session's QUIT made the deletions final (`record`)."""
         numbers = {uidl: number for number, uidl, _size in listing}
-        for mail in self._loaded(everything=True):
-            number = numbers.get(mail.uidl or "")
-            if number is None:
-                states[mail.email_id] = "gone"
-            elif self.account.delete_after_import:
+        outcomes = self._outcomes_now()
+        for outcome in outcomes:
+            number = numbers.get(outcome.uidl or "")
+            if outcome.loaded and number is not None and self.account.delete_after_import:
                 mailbox.delete(number)
-                states[mail.email_id] = "deleted"
-            else:
-                states[mail.email_id] = "kept"
-        return states
+        return outcomes
 
-    def record(self, states: dict[str, MailboxState]) -> None:
-        """Record what was done in the mailbox (the e-mails stay pending until then)."""
-        if not states:
-            return
-        self._outcomes.settle(self.account.id, states, now=self._clock())
-        counts = Counter(states.values())
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Mark the outcomes of a POP3 session done, after its QUIT."""
+        if outcomes:
+            action = "deleted" if self.account.delete_after_import else "kept"
+            self._done(outcomes, Counter(action if o.loaded else "left" for o in outcomes))
+
+    def _outcomes_now(self) -> list[Outcome]:
+        outcomes = self._outcomes.pending(self.account.id, limit=OUTCOMES_LIMIT)
+        for outcome in outcomes:
+            self._awaiting.pop(outcome.email_id, None)
+        return outcomes
+
+    def _done(self, outcomes: Sequence[Outcome], counts: Counter[str]) -> None:
+        self._outcomes.done(self.account.id, [o.email_id for o in outcomes])
         log.info("mailbox_settled", account_id=self.account.id, **dict(sorted(counts.items())))
 
-    def _loaded(self, everything: bool) -> list[Loaded]:
-        a = self.account
-        loaded: dict[str, Loaded] = {}
-        if everything:
-            for mail in self._outcomes.unsettled(a.id, limit=UNSETTLED_LIMIT):
-                loaded[mail.email_id] = mail
-        asked = list(self._awaiting)[:ASKED_LIMIT]
-        if asked:
-            pending, decided = self._outcomes.decided(a.id, asked)
-            for email_id in decided:
-                self._awaiting.pop(email_id, None)
-            loaded.update((m.email_id, m) for m in pending)
-        return list(loaded.values())
-
-    def _flag(self, mailbox: ImapMailbox, loaded: Sequence[Loaded]) -> dict[str, MailboxState]:
-        uids = [m.uid for m in loaded if m.uid is not None]
-        state: MailboxState = "seen"
-        if self.account.delete_after_import:
-            deleted = mailbox.delete(uids)
-            if deleted:
-                state = "deleted"
-            else:  # no UIDPLUS: an EXPUNGE would also remove what others flagged \\Deleted
-                mailbox.mark_seen(uids)
-            self._deletes_pending(not deleted)
-        else:
+    def _flag(self, mailbox: ImapMailbox, uids: list[int]) -> str:
+        """Mark read, or delete; what was done."""
+        if not self.account.delete_after_import:
             mailbox.mark_seen(uids)
-        return {m.email_id: state for m in loaded}
+            return "seen"
+        deleted = mailbox.delete(uids)
+        if not deleted:  # no UIDPLUS: an EXPUNGE would also remove what others flagged \\Deleted
+            mailbox.mark_seen(uids)
+        self._deletes_pending(not deleted)
+        return "deleted" if deleted else "seen"
 
     def _deletes_pending(self, pending: bool) -> None:
         """Shown by `accounts list`: the server cannot delete by UID; written on a change."""

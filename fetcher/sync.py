@@ -131,7 +131,7 @@ class ImapSync:
         """Take the folder's new mail; a changed UIDVALIDITY starts over without duplicates."""
         a = self.account
         state = mailbox.select(a.folder)
-        self._settler.settle_imap(mailbox, state.uidvalidity, everything=True)
+        self._settler.settle_imap(mailbox, state.uidvalidity)
         position = self._positions.get(a.id, a.folder)
         resync = position is not None and position.uidvalidity != state.uidvalidity
         if resync:
@@ -171,7 +171,7 @@ class ImapSync:
             done += len(batch)
             position = Position(start.uidvalidity, max(batch), start.first_load_end)
             self._positions.advance(a.id, a.folder, position, done=done, now=self._clock())
-            self._settler.settle_imap(mailbox, start.uidvalidity, everything=False)
+            self._settler.settle_imap(mailbox, start.uidvalidity)
             fetched += published
             duplicates += len(messages) - published
         return SyncResult(fetched, duplicates)

@@ -1,9 +1,10 @@
-"""Where a mail is in its mailbox, and what was done there: fields of its `emails` document.
+"""Where a mail is in its mailbox, and the mailbox effect its outcome asks of the fetcher.
 
-The binder writes them with the outcome; the fetcher holding the account reads the loaded
-mail still `pending` and records what it did (`seen`, `deleted`, `kept` for POP3 mail without
-"delete loaded messages", `gone` when the server no longer had it, `stale` when its UIDs
-belong to an earlier UIDVALIDITY or another folder). Skipped and failed mail is `left`.
+The binder writes the place on the mail's `emails` document (`mailbox`) and, once the
+document is stored, one small `mailbox_outcomes` document per decided mail: loaded (to be
+marked read, or deleted) or not (left as it is). The fetcher holding the account reads its
+account's outcomes, makes the effects, and deletes the outcomes it made: that collection
+holds only what is still to be done.
 """
 
 from __future__ import annotations
@@ -13,17 +14,25 @@ from typing import Any
 from shared.contracts import MailFetched
 
 MAILBOX = "mailbox"
-STATE = "mailbox_state"
-SETTLED_AT = "mailbox_settled_at"
-PENDING = "pending"
-LEFT = "left"
+OUTCOMES = "mailbox_outcomes"
 
 
-def mailbox_fields(event: MailFetched, *, loaded: bool) -> dict[str, Any]:
-    """The mail's place in its mailbox, and `pending` when loaded (its effect is to come)."""
+def mailbox_place(event: MailFetched) -> dict[str, Any]:
+    """The mail's place in its mailbox: folder, UIDVALIDITY and UID, or its POP3 UIDL."""
     place: dict[str, Any] = {"protocol": event.protocol}
     if event.protocol == "imap":
         place.update(folder=event.folder, uidvalidity=event.uidvalidity, uid=event.uid)
     else:
         place["uidl"] = event.uidl
-    return {MAILBOX: place, STATE: PENDING if loaded else LEFT}
+    return place
+
+
+def mailbox_outcome(event: MailFetched, doc: dict[str, Any]) -> dict[str, Any]:
+    """The outcome of a decided mail for the fetcher: keyed by the e-mail, so written once."""
+    return {
+        "_id": doc["_id"],
+        "tenant_id": doc["tenant_id"],
+        "account_id": doc["account_id"],
+        "loaded": doc.get("status") == "bound",
+        MAILBOX: doc.get(MAILBOX) or mailbox_place(event),
+    }

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import BrokerUnavailableError
+from shared.mailboxref import OUTCOMES
 from tests.fault.conftest import (
     DELETING_ACCOUNT,
     GROUP_MANAGERS,
@@ -93,9 +94,7 @@ def settled(world: World) -> bool:
     queues = [q for q in world.broker.topology.all_queues() if not q.endswith(".dlq")]
     if not all(ready(world, q) == 0 for q in queues):
         return False
-    return (
-        world.store.emails.count_documents({"tenant_id": TENANT, "mailbox_state": "pending"}) == 0
-    )
+    return world.store[OUTCOMES].count_documents({"tenant_id": TENANT}) == 0  # all made
 
 
 def check(world: World) -> Verdict:

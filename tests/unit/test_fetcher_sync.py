@@ -13,7 +13,7 @@ import pytest
 from fetcher.health import AccountHealth
 from fetcher.idle import wait_for_mail
 from fetcher.pop3sync import Pop3Sync
-from fetcher.ports import FetchedMessage, FolderState, Loaded, MailboxState, Position
+from fetcher.ports import FetchedMessage, FolderState, Outcome, Position
 from fetcher.settle import Settler
 from fetcher.sync import ImapSync
 from shared.accounts import Account
@@ -79,20 +79,21 @@ class FakeImapMailbox:
 
 @dataclass
 class FakeOutcomes:
-    """The `emails` documents' outcomes as the binder would store them: bound unless the
-    mail is oversize or its UID/UIDL is in `skip`; none while `binder_down`."""
+    """The outcomes as the binder writes them: loaded unless the mail is oversize or its
+    UID/UIDL is in `skip`; none while `binder_down`. `made`: those the fetcher marked done."""
 
     skip: set[object] = field(default_factory=set)
     binder_down: bool = False
-    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    settle_calls: int = 0
+    waiting: dict[str, Outcome] = field(default_factory=dict)
+    made: dict[str, Outcome] = field(default_factory=dict)
 
     def bind(self, event: MailFetched) -> None:
-        if self.binder_down or event.email_id in self.docs:
+        if self.binder_down or event.email_id in self.waiting or event.email_id in self.made:
             return
         skipped = event.oversize or event.uid in self.skip or event.uidl in self.skip
-        place = Loaded(event.email_id, event.folder, event.uidvalidity, event.uid, event.uidl)
-        self.docs[event.email_id] = {"state": "left" if skipped else "pending", "place": place}
+        self.waiting[event.email_id] = Outcome(
+            event.email_id, not skipped, event.folder, event.uidvalidity, event.uid, event.uidl
+        )
 
     def bind_all(self, events: Sequence[Event]) -> None:
         for event in events:
@@ -100,21 +101,21 @@ class FakeOutcomes:
                 self.bind(event)
 
     def state_of(self, uid: object) -> str:
-        (doc,) = [d for d in self.docs.values() if uid in (d["place"].uid, d["place"].uidl)]
-        return str(doc["state"])
+        """'pending' until the fetcher made the outcome, then 'done'."""
+        found = [
+            ("pending" if o.email_id in self.waiting else "done")
+            for o in [*self.waiting.values(), *self.made.values()]
+            if uid in (o.uid, o.uidl)
+        ]
+        (state,) = found
+        return state
 
-    def unsettled(self, account_id: str, *, limit: int) -> list[Loaded]:
-        return [d["place"] for d in self.docs.values() if d["state"] == "pending"][:limit]
+    def pending(self, account_id: str, *, limit: int) -> list[Outcome]:
+        return list(self.waiting.values())[:limit]
 
-    def decided(self, account_id: str, email_ids: Sequence[str]) -> tuple[list[Loaded], set[str]]:
-        docs = {i: self.docs[i] for i in email_ids if i in self.docs}
-        return [d["place"] for d in docs.values() if d["state"] == "pending"], set(docs)
-
-    def settle(self, account_id: str, states: dict[str, MailboxState], *, now: datetime) -> None:
-        self.settle_calls += 1
-        for email_id, state in states.items():
-            if self.docs[email_id]["state"] == "pending":
-                self.docs[email_id]["state"] = state
+    def done(self, account_id: str, email_ids: Sequence[str]) -> None:
+        for email_id in email_ids:
+            self.made[email_id] = self.waiting.pop(email_id)
 
 
 @dataclass
@@ -218,7 +219,7 @@ def test_unseen_first_load_takes_unread_mail_and_marks_it_read_once_loaded() -> 
     result = w.sync(account()).run(box)
     assert result.fetched == 2 and w.uids() == [2, 3]
     assert seen(box) == [True, True, True]
-    assert w.outcomes.state_of(2) == w.outcomes.state_of(3) == "seen"
+    assert w.outcomes.state_of(2) == w.outcomes.state_of(3) == "done"
     assert w.positions.positions["INBOX"] == Position(7, 3, 3)
     assert w.positions.progress_doc == {"done": 2, "total": 2}
 
@@ -233,7 +234,7 @@ def test_the_mailbox_is_not_changed_before_the_outcome_is_stored() -> None:
     w.outcomes.bind_all(w.publisher.events)
     w.sync(account(delete_after_import=True)).run(box)  # the next pass settles them
     assert w.uids() == [1, 2] and box.expunged == [1, 2]
-    assert w.outcomes.state_of(1) == "deleted"
+    assert w.outcomes.state_of(1) == "done"
 
 
 def test_skipped_mail_is_left_unread_and_never_deleted() -> None:
@@ -242,7 +243,7 @@ def test_skipped_mail_is_left_unread_and_never_deleted() -> None:
     w.sync(account(delete_after_import=True), batch=5).run(box)
     assert box.expunged == [1]
     assert [(m["uid"], m["seen"]) for m in box.messages] == [(2, False), (3, False)]
-    assert w.outcomes.state_of(2) == w.outcomes.state_of(3) == "left"
+    assert w.outcomes.state_of(2) == w.outcomes.state_of(3) == "done"
     w.sync(account(delete_after_import=True)).run(box)
     assert w.uids() == [1, 2, 3]  # skipped mail is not taken again: the position is past it
 
@@ -266,7 +267,7 @@ def test_outcomes_are_settled_as_they_come_while_the_load_goes_on() -> None:
     assert seen(box) == [True] * 4 + [False] * 2 and settler.waiting
     w.outcomes.binder_down = False
     w.outcomes.bind_all(w.publisher.events)
-    assert settler.settle_imap(box, 7, everything=False) == 2
+    assert settler.settle_imap(box, 7) == 2
     assert seen(box) == [True] * 6 and not settler.waiting
 
 
@@ -325,22 +326,22 @@ def test_uidvalidity_change_resyncs_without_duplicates() -> None:
     result = w.sync(account()).run(box)
     assert result.fetched == 1 and result.duplicates == 2
     assert w.uids() == [1, 2, 3]
-    assert w.outcomes.state_of(3) == "seen" and box.messages[2]["seen"]
+    assert w.outcomes.state_of(3) == "done" and box.messages[2]["seen"]
     assert w.positions.positions["INBOX"] == Position(8, 3, 3)
 
 
-def test_loaded_mail_of_an_earlier_uidvalidity_is_recorded_stale_not_flagged() -> None:
+def test_loaded_mail_of_an_earlier_uidvalidity_is_not_flagged() -> None:
     box = FakeImapMailbox([mail(1)])
     w = World(outcomes=FakeOutcomes(binder_down=True))
     w.sync(account()).run(box)
     w.outcomes.binder_down = False
     w.outcomes.bind_all(w.publisher.events)
     box.uidvalidity, box.messages = 8, [mail(1, mid="<other@x>")]  # UID 1 is another mail now
+    w.outcomes.binder_down = True
     w.sync(account()).run(box)
+    assert not box.messages[0]["seen"]  # the old outcome was made without a flag
     first, again = w.publisher.events
-    assert isinstance(again, MailFetched) and w.outcomes.docs[again.email_id]["state"] == "seen"
-    assert isinstance(first, MailFetched)
-    assert w.outcomes.docs[first.email_id]["state"] == "stale"
+    assert first.email_id in w.outcomes.made and again.email_id not in w.outcomes.made
 
 
 def test_settling_again_after_a_crash_changes_nothing() -> None:
@@ -350,12 +351,12 @@ def test_settling_again_after_a_crash_changes_nothing() -> None:
     w.sync(acc).run(box)
     w.outcomes.binder_down = False
     w.outcomes.bind_all(w.publisher.events)
-    pending = w.outcomes.unsettled(acc.id, limit=10)
+    pending = w.outcomes.pending(acc.id, limit=10)
     box.delete([p.uid for p in pending if p.uid is not None])  # done, then the fetcher died
     w.settlers.clear()
     w.sync(acc).run(box)
     assert box.expunged == [1, 2, 1, 2] and box.messages == []
-    assert w.outcomes.state_of(1) == w.outcomes.state_of(2) == "deleted"
+    assert w.outcomes.state_of(1) == w.outcomes.state_of(2) == "done"
 
 
 def test_without_uidplus_deletes_are_pending_and_mail_is_marked_read() -> None:
@@ -364,7 +365,7 @@ def test_without_uidplus_deletes_are_pending_and_mail_is_marked_read() -> None:
     w.sync(account(delete_after_import=True)).run(box)
     assert w.positions.pending is True
     assert box.messages[0]["seen"] and box.expunged == []
-    assert w.outcomes.state_of(1) == "seen"
+    assert w.outcomes.state_of(1) == "done"
 
 
 def test_oversize_mail_is_published_as_its_header() -> None:
@@ -430,7 +431,7 @@ def test_pop3_takes_each_uidl_once_and_prunes_what_the_server_dropped() -> None:
     pop3_pass(acc, w, pos, box)
     assert [e.uidl for e in w.publisher.events if isinstance(e, MailFetched)] == ["a", "b"]
     assert pos.taken_ == {"a", "b"} and box.deleted == []
-    assert w.outcomes.state_of("a") == "kept"
+    assert w.outcomes.state_of("a") == "done"
 
 
 def test_pop3_deletes_loaded_mail_at_the_next_pass_never_skipped_or_oversize() -> None:
@@ -441,7 +442,7 @@ def test_pop3_deletes_loaded_mail_at_the_next_pass_never_skipped_or_oversize() -
     assert box.deleted == [] and w.outcomes.state_of("a") == "pending"
     pop3_pass(acc, w, pos, box)
     assert box.deleted == [1] and pos.oversize == {"big"}
-    assert w.outcomes.state_of("a") == "deleted" and w.outcomes.state_of("s") == "left"
+    assert w.outcomes.state_of("a") == w.outcomes.state_of("s") == "done"
 
 
 def test_pop3_nothing_is_deleted_or_remembered_when_the_publish_fails() -> None:
