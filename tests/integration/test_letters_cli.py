@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,35 +11,13 @@ from shared import blobs as blob_module
 from shared.blobs import GridFsBlobStore
 from shared.letter import body_text, letter_fields, raw_key
 from shared.mail import parse_mail
-from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import make_mail, settings_env
-from tests.services import REPO
+from tests.conftest import make_mail
+from tests.integration.conftest import Cli
 
 pytestmark = pytest.mark.integration
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 NOW = datetime.now(UTC)
-
-
-@pytest.fixture
-def cli(settings: Settings) -> Cli:
-    env = settings_env(settings)
-
-    def run(*args: str, expect: int = 0, **extra: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "ops.cli", *args],
-            cwd=REPO,
-            env={**env, **extra},
-            stdin=subprocess.DEVNULL,
-            text=True,
-            capture_output=True,
-            timeout=60,
-        )
-        assert result.returncode == expect, f"mailintake {' '.join(args)}: {result.stderr}"
-        return result
-
-    return run
 
 
 def loaded(store: Store, email_id: str, tenant: str, age_days: int, **fields: Any) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,33 +16,12 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.wire import H_ACCOUNT, H_ERROR, H_FAILED_AT, H_TENANT, Outgoing, encode_event
 from tests.conftest import make_mail, settings_env
+from tests.integration.conftest import Cli
 from tests.processes import StageProcesses, wait_until
-from tests.services import REPO
 
 pytestmark = pytest.mark.integration
 
-Cli = Callable[..., subprocess.CompletedProcess[str]]
 TENANT, ACCOUNT = "tenant-ops", "acct-ops"
-
-
-@pytest.fixture
-def cli(settings: Settings) -> Cli:
-    env = settings_env(settings)
-
-    def run(*args: str, expect: int = 0, **extra: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "ops.cli", *args],
-            cwd=REPO,
-            env={**env, **extra},
-            stdin=subprocess.DEVNULL,
-            text=True,
-            capture_output=True,
-            timeout=60,
-        )
-        assert result.returncode == expect, f"mailintake {' '.join(args)}: {result.stderr}"
-        return result
-
-    return run
 
 
 @pytest.fixture
