@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -173,6 +175,29 @@ class OwnCache:
 # the middle of one command leaves its first statements applied.
 WRITE_CHUNK = 32
 
+# Test hook (the fault suite's "kill -9 mid bulk write"): "<collection>:<marker file>". The
+# first process to create the marker sends the first half of its next bulk write of two or
+# more statements to that collection as one command, then kills itself: what a crash in the
+# middle of a bulk write leaves on MongoDB (the statements before it applied, the rest not).
+CRASH_MID_WRITE_ENV = "MAILINTAKE_TEST_CRASH_MID_WRITE"
+
+
+def _crash_mid_write(collection: Collection[Doc], statements: int) -> int | None:
+    """How many of `statements` to send before the test hook kills the process, or None."""
+    target, _, marker = os.environ.get(CRASH_MID_WRITE_ENV, "").partition(":")
+    if statements < 2 or target != collection.name or not marker:
+        return None
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return None
+    return statements // 2
+
+
+def _die() -> None:
+    log.warning("test_crash_mid_write")
+    os.kill(os.getpid(), signal.SIGKILL)
+
 
 def bulk_write_in_chunks(
     collection: Collection[Doc],
@@ -183,6 +208,10 @@ def bulk_write_in_chunks(
     """Run `requests` as commands of at most WRITE_CHUNK statements, in order: how many
     statements matched a document. A failing command raises, and those after it are not run
     (each caller's writes are idempotent, and its batch is handled again)."""
+    cut = _crash_mid_write(collection, len(requests))
+    if cut is not None:
+        bulk_write_in_chunks(collection, requests[:cut], ordered=ordered)
+        _die()
     matched = 0
     for start in range(0, len(requests), WRITE_CHUNK):
         chunk = requests[start : start + WRITE_CHUNK]
@@ -209,6 +238,10 @@ def insert_in_order(collection: Collection[Doc], docs: list[Doc]) -> int:
     """
     if not docs:
         return 0
+    cut = _crash_mid_write(collection, len(docs))
+    if cut is not None:
+        insert_in_order(collection, docs[:cut])
+        _die()
     try:
         collection.insert_many(docs, ordered=True)
     except pymongo.errors.BulkWriteError as exc:
@@ -220,6 +253,10 @@ def insert_many_or_ignore(collection: Collection[Doc], docs: list[Doc]) -> set[A
     """Insert `docs` with one command; the _ids that existed already (those stay as they were)."""
     if not docs:
         return set()
+    cut = _crash_mid_write(collection, len(docs))
+    if cut is not None:
+        insert_many_or_ignore(collection, docs[:cut])
+        _die()
     try:
         collection.insert_many(docs, ordered=False)
     except pymongo.errors.BulkWriteError as exc:

@@ -20,6 +20,7 @@ class StageProcesses:
 
     env: dict[str, str]
     log_dir: Path
+    stage_env: dict[str, dict[str, str]] = field(default_factory=dict)  # one stage's own
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
@@ -29,7 +30,7 @@ class StageProcesses:
             self._logs.append(log)
             self.procs[stage] = subprocess.Popen(
                 [sys.executable, "-m", stage],
-                env=self.env,
+                env=self.env | self.stage_env.get(stage, {}),
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,

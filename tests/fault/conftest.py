@@ -230,12 +230,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     write = terminalreporter.write_line
     terminalreporter.section("fault table")
-    header = f"{'fault':<22} {'mails':>6} {'in flight':>9} {'lost':>5} {'dup':>5} {'recovery':>9}"
+    header = f"{'fault':<24} {'mails':>6} {'in flight':>9} {'lost':>5} {'dup':>5} {'recovery':>9}"
     write(header)
     for r in rows:
         recovery = "-" if r.recovery_seconds is None else f"{r.recovery_seconds:.1f}s"
         write(
-            f"{r.fault:<22} {r.mails:>6} {r.in_flight:>9} {r.lost:>5} {r.duplicated:>5} "
+            f"{r.fault:<24} {r.mails:>6} {r.in_flight:>9} {r.lost:>5} {r.duplicated:>5} "
             f"{recovery:>9}{'' if r.ok else '  FAILED'}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from shared.store import CRASH_MID_WRITE_ENV
 from tests.fault.conftest import TENANT, FaultRow, World
 from tests.fault.invariants import check, dead_letters, done_mails, recorded, settled
 from tests.processes import wait_until
@@ -33,6 +35,9 @@ class Fault:
     trigger: Trigger
     inject: Callable[[World], None]
     env: dict[str, str] = field(default_factory=dict)
+    # (stage, collection): that stage sends half of its first bulk write of two or more
+    # statements to the collection, then kills itself (shared/store.py's test hook)
+    crash_mid_write: tuple[str, str] | None = None
 
 
 def kill_and_restart(stage: str) -> Callable[[World], None]:
@@ -60,6 +65,26 @@ def restart(service: str) -> Callable[[World], None]:
     return inject
 
 
+def crash_and_restart(stage: str) -> Callable[[World], None]:
+    """Once `stage` has killed itself by the store's test hook, start it again."""
+
+    def inject(world: World) -> None:
+        wait_until(
+            lambda: crash_marker(world).exists() and not world.stages.alive()[stage],
+            timeout=120,
+            what=f"the {stage} to crash in the middle of a bulk write",
+            on_timeout=world.stages.logs,
+        )
+        world.stages.start(stage)
+
+    return inject
+
+
+def crash_marker(world: World) -> Path:
+    """The file the store's hook creates: one crash per scenario, not one per process."""
+    return world.stages.log_dir / "crashed-mid-write"
+
+
 FAULTS = [
     Fault("kill -9 fetcher", "fetching", kill_and_restart("fetcher")),
     Fault("kill -9 binder", "flowing", kill_and_restart("binder")),
@@ -73,6 +98,18 @@ FAULTS = [
         "start",
         lambda _world: None,
         {"MAILINTAKE_TEST_DUPLICATE_PUBLISH": "1"},
+    ),
+    Fault(
+        "binder dies mid insert",
+        "start",
+        crash_and_restart("binder"),
+        crash_mid_write=("binder", "emails"),
+    ),
+    Fault(
+        "assigner dies mid update",
+        "start",
+        crash_and_restart("assigner"),
+        crash_mid_write=("assigner", "customers"),
     ),
 ]
 
@@ -113,12 +150,18 @@ def test_a_fault_in_flight_loses_nothing_and_does_nothing_twice(
     row = FaultRow(fault.name, total, total, total, 0, None, False)
     fault_rows.append(row)  # replaced below; stays (as all lost) if the scenario breaks off
     world.stages.env.update(fault.env)
+    if fault.crash_mid_write:
+        stage, collection = fault.crash_mid_write
+        hook = f"{collection}:{crash_marker(world)}"
+        world.stages.stage_env[stage] = {CRASH_MID_WRITE_ENV: hook}
     started = time.monotonic()
     world.stages.start(*STAGES)
     wait_for(world, fault.trigger)
     in_flight, loaded = total - done_mails(world), fetched(world)
     fault.inject(world)
-    healed = started if fault.trigger == "start" else time.monotonic()
+    healed = time.monotonic()
+    if fault.crash_mid_write:  # it struck when the stage killed itself, inside inject
+        in_flight = total - done_mails(world)
     converged = converge(world, timeout=240)
     recovery = time.monotonic() - healed if converged else None
     verdict = check(world)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from bson import ObjectId
@@ -12,7 +15,17 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from fetcher.adapters import MongoPositionStore, MongoTakenMail
 from fetcher.ports import Position
 from shared.blobs import GridFsBlobStore
-from shared.store import INDEXES, OwnCache, Store, bulk_write_in_chunks, insert_or_ignore
+from shared.settings import Settings
+from shared.store import (
+    CRASH_MID_WRITE_ENV,
+    INDEXES,
+    OwnCache,
+    Store,
+    bulk_write_in_chunks,
+    insert_or_ignore,
+)
+from tests.conftest import settings_env
+from tests.services import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -25,8 +38,7 @@ def test_indexes_are_created_and_ensuring_twice_is_harmless(store: Store) -> Non
 
 
 def test_collection_stats_name_every_index(store: Store) -> None:
-    """collStats lists each index by its name (the local store builds no SQLite index for
-    a non-unique one, which no query of it reads, and reports it with size 0)."""
+    """collStats lists each index by its name, and a unique one still enforces."""
     things = store["things"]
     things.insert_one({"_id": "a", "tag": "x"})
     things.create_index([("tag", ASCENDING)])
@@ -367,3 +379,52 @@ def test_own_cache_answers_a_batch_from_one_read_and_checks_the_tenant(store: St
     cache.put({"_id": "c4", "tenant_id": "t1"})  # not read in this batch: not kept
     assert cache.get("t1", "c3") == {"_id": "c3", "tenant_id": "t1", "x": 1}
     assert cache.get("t1", "c4") is None  # read from the store, where it is not
+
+
+# A write of six statements, and what a run after the crash leaves written: all six, but an
+# ordered insert stops at the first _id that exists (the assigner's slots rely on that).
+CRASHING_WRITES = {
+    "update": (
+        "bulk_write_in_chunks(things, [UpdateOne({'_id': i}, {'$set': {'done': True}})"
+        " for i in range(6)], ordered=False)",
+        [0, 1, 2, 3, 4, 5],
+    ),
+    "insert": (
+        "insert_many_or_ignore(things, [{'_id': i, 'done': True} for i in range(6)])",
+        [0, 1, 2, 3, 4, 5],
+    ),
+    "insert in order": (
+        "insert_in_order(things, [{'_id': i, 'done': True} for i in range(6)])",
+        [0, 1, 2],
+    ),
+}
+
+
+@pytest.mark.parametrize("write", CRASHING_WRITES)
+def test_the_crash_hook_kills_the_process_half_way_through_a_bulk_write_once(
+    store: Store, settings: Settings, tmp_path: Path, write: str
+) -> None:
+    """The fault suite's crash in the middle of a bulk write: the first process to take the
+    marker writes the first half of the statements and dies by SIGKILL; the next one runs the
+    write whole."""
+    code, after_rerun = CRASHING_WRITES[write]
+    things = store["things"]
+    if write == "update":
+        things.insert_many([{"_id": i, "done": False} for i in range(6)])
+    program = (
+        "from pymongo import UpdateOne\n"
+        "from shared.store import Store, bulk_write_in_chunks, insert_in_order, "
+        "insert_many_or_ignore\n"
+        f"things = Store({settings.mongo_url.get_secret_value()!r}, "
+        f"{settings.mongo_database!r})['things']\n"
+        f"{code}\n"
+    )
+    env = settings_env(settings) | {CRASH_MID_WRITE_ENV: f"things:{tmp_path / 'crashed'}"}
+
+    def run() -> int:
+        return subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO).returncode
+
+    assert run() == -9
+    assert sorted(d["_id"] for d in things.find({"done": True})) == [0, 1, 2]
+    assert run() == 0
+    assert sorted(d["_id"] for d in things.find({"done": True})) == after_rerun
