@@ -154,7 +154,6 @@ def test_a_fault_in_flight_loses_nothing_and_does_nothing_twice(
         stage, collection = fault.crash_mid_write
         hook = f"{collection}:{crash_marker(world)}"
         world.stages.stage_env[stage] = {CRASH_MID_WRITE_ENV: hook}
-    started = time.monotonic()
     world.stages.start(*STAGES)
     wait_for(world, fault.trigger)
     in_flight, loaded = total - done_mails(world), fetched(world)
