@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 import threading
 from collections.abc import Callable
@@ -56,11 +57,25 @@ def leases_probe(supervisor: Supervisor) -> Callable[[], str | None]:
     return probe
 
 
+def raise_open_files_limit() -> int:
+    """Open files up to the hard limit: each mailbox held is a socket (a soft limit of 1,024
+    is common, and a replica holds thousands). The limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("open_files_limit_not_raised", soft=soft, hard=hard, error=str(exc))
+    return soft
+
+
 def main() -> int:
     settings = FetcherSettings()
     configure_logging(settings.log_format, settings.log_level)
     if "--check" in sys.argv[1:]:  # `python -m fetcher --check`: readiness as the exit code
         return check_stage("fetcher", settings)
+    log.info("open_files_limit", limit=raise_open_files_limit())
     if settings.secret_key is None:
         raise ConfigError("MAILINTAKE_SECRET_KEY is not set: it decrypts mailbox passwords")
     store = open_store(settings)  # before the handlers: SIGTERM while waiting just ends it

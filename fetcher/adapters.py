@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fetcher.ports import Outcome, Position
 from shared import mailboxref
 from shared.accounts import Account
 from shared.contracts import Event
-from shared.messaging import Broker
 from shared.oauth.tokens import StoredTokens
 from shared.store import Doc, Store, insert_many_or_ignore, store_errors
-from shared.wire import encode_event
+from shared.wire import Outgoing, encode_event
 
 TAKEN_COLLECTION = "fetched_mail"
 
@@ -216,10 +215,14 @@ class MongoMailOutcomes:
                 )
 
 
-class BrokerEventPublisher:
-    """Publishes events with publisher confirms."""
+class MessagePublisher(Protocol):
+    def publish(self, messages: Sequence[Outgoing]) -> None: ...
 
-    def __init__(self, broker: Broker) -> None:
+
+class BrokerEventPublisher:
+    """Publishes events with publisher confirms (through a Broker or the replica's pool)."""
+
+    def __init__(self, broker: MessagePublisher) -> None:
         self._broker = broker
 
     def publish(self, events: Sequence[tuple[Event, bytes | None]]) -> None:
@@ -227,17 +230,32 @@ class BrokerEventPublisher:
             self._broker.publish([encode_event(e, payload) for e, payload in events])
 
 
+MAILBOX_STATE_LEFT_OUT = {"sync": 0, "pop3": 0, "progress": 0}
+
+
 class MongoAccounts:
     """Reading accounts and writing their state."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._seen: dict[str, tuple[Doc, Account]] = {}  # each account as `enabled` last read it
 
     def enabled(self) -> list[Account]:
+        """Every enabled account's config, secrets and state, without what the fetcher keeps
+        of its mailbox (positions, the UIDLs taken, progress: each runner reads its own).
+
+        An account whose document is as the last call read it is the same object again: a
+        lease round over thousands of accounts validates only those that changed."""
         # Every tenant's, on purpose: the fetchers together serve the accounts of all tenants
         # (each account then read and written by its tenant and _id).
+        seen: dict[str, tuple[Doc, Account]] = {}
         with store_errors("list accounts"):
-            return [Account.model_validate(d) for d in self._store.accounts.find({"enabled": True})]
+            for doc in self._store.accounts.find({"enabled": True}, MAILBOX_STATE_LEFT_OUT):
+                last = self._seen.get(doc["_id"])
+                account = last[1] if last and last[0] == doc else Account.model_validate(doc)
+                seen[account.id] = (doc, account)
+        self._seen = seen
+        return [account for _doc, account in seen.values()]
 
     def save_state(self, account: Account, state: dict[str, Any]) -> None:
         with store_errors("save account state"):

@@ -37,19 +37,21 @@ def wait_for_mail(
 ) -> bool:
     """IDLE until the folder changes (True), or stop / renewal is due (False).
 
-    Each wait is bounded by `check_every`, so a stop is honoured within about a second. A
-    wait that returns early with nothing means the server closed the connection: IDLE is
-    ended and NOOP proves the connection alive (or raises), every time IDLE ends.
+    Each wait is bounded by `check_every`, so a stop is honoured within it (a mailbox whose
+    wait a stop cuts short may wait longer). A wait that returns early with nothing means the
+    server closed the connection (or a stop): IDLE is ended and NOOP proves the connection
+    alive (or raises), every time IDLE ends.
     """
     mailbox.idle_start()
     started, changed = clock(), False
-    while not stop.is_set() and clock() - started < renew_after:
+    while not stop.is_set() and (left := renew_after - (clock() - started)) > 0:
+        wait = min(check_every, left)
         before = clock()
-        responses = mailbox.idle_wait(check_every)
+        responses = mailbox.idle_wait(wait)
         if any(is_change(r) for r in responses):
             changed = True
             break
-        if not responses and clock() - before < check_every / 2:
+        if not responses and clock() - before < wait / 2:
             break
     mailbox.idle_stop()
     mailbox.noop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,10 +19,11 @@ from imapclient.response_parser import parse_fetch_response
 from fetcher.connerrors import connection_error
 from fetcher.fetchparse import parse_fetch
 from fetcher.ports import FetchedMessage, FolderState
+from fetcher.watcher import SocketWatcher
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
 from shared.oauth.tokens import AccessTokenDueError
-from shared.tls import client_context
+from shared.tls import shared_client_context
 
 FETCH_BATCH = 500
 MESSAGE_ID_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
@@ -60,6 +62,8 @@ class ImapClientMailbox:
     `secret` is the password, or for OAuth2 accounts the access token (XOAUTH2, or
     OAUTHBEARER where offered); `renew_by` (monotonic) is when that token is due for renewal:
     no new batch is fetched after it (AccessTokenDueError), so the caller reconnects with a new one.
+    With `watcher`, a wait in IDLE blocks on `wake` until the watcher sees the socket readable
+    (or someone sets `wake`), instead of on the socket itself.
     """
 
     def __init__(
@@ -69,16 +73,20 @@ class ImapClientMailbox:
         *,
         timeout: float = CONNECT_TIMEOUT,
         renew_by: float | None = None,
+        watcher: SocketWatcher | None = None,
+        wake: threading.Event | None = None,
     ):
         self._account = account
         self._secret = secret
         self._timeout = timeout
         self.renew_by = renew_by
+        self._watcher = watcher
+        self._wake = wake or threading.Event()
         self.client: imapclient.IMAPClient | None = None
 
     def __enter__(self) -> ImapClientMailbox:
         a = self._account
-        context = client_context(a.ca_file)
+        context = shared_client_context(a.ca_file)
         with translated_errors(a):
             client = imapclient.IMAPClient(
                 a.host,
@@ -187,7 +195,10 @@ class ImapClientMailbox:
     def idle_wait(self, timeout: float) -> list[Any]:
         """Responses the server sent in IDLE within `timeout` seconds (may be empty)."""
         with translated_errors(self._account):
-            return list(self._c.idle_check(timeout=timeout))
+            if self._watcher is None:
+                return list(self._c.idle_check(timeout=timeout))
+            self._watcher.wait(self._c.socket(), self._wake, timeout)
+            return list(self._c.idle_check(timeout=0))
 
     def idle_stop(self) -> None:
         with translated_errors(self._account):

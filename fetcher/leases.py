@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,13 +15,13 @@ from pymongo.errors import OperationFailure
 
 from shared.accounts import Account
 from shared.logging import get_logger
-from shared.store import Store, insert_or_ignore, store_errors
+from shared.store import Store, insert_many_or_ignore, store_errors
 
 log = get_logger("mailintake.fetcher")
 
 LEASES_COLLECTION = "leases"
 EXPIRED = datetime(1970, 1, 1, tzinfo=UTC)
-KEEP_TERMS = 8  # older terms are deleted; a claim that lands on a pruned one is caught anyway
+KEEP_TERMS = 3  # older terms are deleted; a claim that lands on a pruned one is caught anyway
 
 
 def holder_id() -> str:
@@ -34,6 +34,7 @@ class Term:
     """One grant of an account's lease: to `holder` (None: released) until `until`."""
 
     account_id: str
+    tenant_id: str
     number: int
     holder: str | None
     until: datetime
@@ -46,7 +47,8 @@ class Term:
 
 
 def _term(doc: dict[str, Any]) -> Term:
-    return Term(str(doc["account_id"]), int(doc["term"]), doc.get("holder"), doc["until"])
+    account_id, tenant_id = str(doc["account_id"]), str(doc["tenant_id"])
+    return Term(account_id, tenant_id, int(doc["term"]), doc.get("holder"), doc["until"])
 
 
 class MongoLeases:
@@ -54,10 +56,17 @@ class MongoLeases:
 
     Each claim, renewal and release *inserts* the next term, `_id` `<account>:<term>`, and no
     term is ever changed. Replicas racing from the same current term collide on that `_id`:
-    exactly one insert wins, on MongoDB and on FerretDB alike (FerretDB does not re-check the
-    rest of an update's filter atomically, so conditional updates are no compare-and-set).
-    A claim needs the current term expired or released; a renewal and a release need it held
-    by us and unexpired. A holder whose renewal fails must stop fetching by its term's end.
+    exactly one insert wins, whatever the store (a unique `_id` is the one compare-and-set
+    every MongoDB-compatible store keeps). A claim needs the current term expired or released;
+    a renewal and a release need it held by us and unexpired. A holder whose renewal fails
+    must stop fetching by its term's end.
+
+    All of a replica's leases move together: a round of renewals is one insert of the next
+    terms and one delete of the terms they push out of the last KEEP_TERMS, whatever the
+    number of leases; a round of claims adds a read of the accounts and of their terms, and
+    one of the claimed terms (a claim made from a stale read may land in a pruned gap). A
+    renewal needs no read: the replica remembers the terms it was granted, and nobody else
+    may write the term after an unexpired one of ours.
 
     Terms are the fetcher replicas' own bookkeeping over every tenant's accounts (the
     supervisor weighs them all at once), so they are read by account id alone, on purpose:
@@ -69,6 +78,7 @@ class MongoLeases:
         self._accounts = store.accounts
         self.holder = holder
         self.seconds = seconds
+        self._mine: dict[str, Term] = {}  # the terms granted to us, by account
         with store_errors("ensure lease index"):
             try:
                 self._leases.create_index([("account_id", ASCENDING), ("term", DESCENDING)])
@@ -97,60 +107,82 @@ class MongoLeases:
         terms = self.current_terms(ids)
         return {i: None if (t := terms.get(i)) is None or t.free(now) else t.holder for i in ids}
 
+    def claim_all(self, accounts: Sequence[Account], *, now: datetime) -> list[Account]:
+        """Take the leases of those still enabled that are free, expired or ours: the fresh
+        accounts whose lease we now hold."""
+        fresh = self._enabled(accounts)
+        terms = self.current_terms(fresh)
+        free = [
+            (a.id, a.tenant_id, t.number if t else 0)
+            for a in fresh.values()
+            if (t := terms.get(a.id)) is None or t.free(now) or t.held_by(self.holder, now)
+        ]
+        written = self._grant(free, self.holder, now + timedelta(seconds=self.seconds))
+        latest = self.current_terms(t.account_id for t in written)
+        won = [  # not written into a gap that pruning left below a higher term
+            t for t in written if (x := latest.get(t.account_id)) and x.number == t.number
+        ]
+        self._mine.update((t.account_id, t) for t in won)
+        return [fresh[t.account_id] for t in won]
+
+    def renew_all(self, account_ids: Iterable[str], *, now: datetime) -> set[str]:
+        """Extend those of our leases that are unexpired at `now`: the ids renewed."""
+        held = [self._mine[i] for i in account_ids if i in self._mine]
+        live = [(t.account_id, t.tenant_id, t.number) for t in held if t.held_by(self.holder, now)]
+        won = self._grant(live, self.holder, now + timedelta(seconds=self.seconds))
+        self._forget(t.account_id for t in held)
+        self._mine.update((t.account_id, t) for t in won)
+        return {t.account_id for t in won}
+
+    def release_all(self, account_ids: Iterable[str]) -> None:
+        """Give our leases back at once (terms held by nobody), so others may take them."""
+        held = [self._mine[i] for i in account_ids if i in self._mine]
+        self._forget(t.account_id for t in held)
+        self._grant([(t.account_id, t.tenant_id, t.number) for t in held], None, EXPIRED)
+
     def claim(self, account: Account, *, now: datetime) -> Account | None:
-        """Take the lease if it is free, expired or already ours; the fresh account, or None."""
-        fresh = self._enabled(account)
-        if fresh is None:
-            return None
-        current = self.current(account.id)
-        if current is not None and not (current.free(now) or current.held_by(self.holder, now)):
-            return None
-        won = self._grant(account, current, self.holder, now + timedelta(seconds=self.seconds))
-        return fresh if won else None
+        """`claim_all` of one account."""
+        return next(iter(self.claim_all([account], now=now)), None)
 
     def renew(self, account: Account, *, now: datetime) -> bool:
-        """Extend our unexpired lease; False when it was lost, expired or the account disabled."""
-        if self._enabled(account) is None:
-            return False
-        current = self.current(account.id)
-        if current is None or not current.held_by(self.holder, now):
-            return False
-        return self._grant(account, current, self.holder, now + timedelta(seconds=self.seconds))
+        """`renew_all` of one account."""
+        return account.id in self.renew_all([account.id], now=now)
 
     def release(self, account: Account) -> None:
-        """Give the lease back at once (a term held by nobody), so another replica may take it."""
-        current = self.current(account.id)
-        if current is not None and current.holder == self.holder:
-            self._grant(account, current, None, EXPIRED)
+        """`release_all` of one account."""
+        self.release_all([account.id])
 
-    def _enabled(self, account: Account) -> Account | None:
-        query = {"tenant_id": account.tenant_id, "_id": account.id, "enabled": True}
-        with store_errors("read account"):
-            doc = self._accounts.find_one(query)
-        return Account.model_validate(doc) if doc and doc.get("enabled") is True else None
+    def _forget(self, account_ids: Iterable[str]) -> None:
+        for account_id in list(account_ids):
+            self._mine.pop(account_id, None)
+
+    def _enabled(self, accounts: Sequence[Account]) -> dict[str, Account]:
+        ids = [a.id for a in accounts]
+        tenants = sorted({a.tenant_id for a in accounts})
+        query = {"tenant_id": {"$in": tenants}, "_id": {"$in": ids}, "enabled": True}
+        with store_errors("read accounts"):
+            docs = list(self._accounts.find(query)) if ids else []
+        fresh = (Account.model_validate(d) for d in docs if d.get("enabled") is True)
+        return {a.id: a for a in fresh}
 
     def _grant(
-        self, account: Account, current: Term | None, holder: str | None, until: datetime
-    ) -> bool:
-        """Insert the term after `current`; True when ours is now the highest term."""
-        number = (current.number if current else 0) + 1
-        doc = {
-            "_id": f"{account.id}:{number}",
-            "tenant_id": account.tenant_id,
-            "account_id": account.id,
-            "term": number,
-            "holder": holder,
-            "until": until,
-            "granted_at": datetime.now(UTC),
-        }
-        with store_errors("write lease"):
-            if not insert_or_ignore(self._leases, doc):
-                return False  # another replica took this term first
-            old = {
-                "tenant_id": account.tenant_id,
-                "account_id": account.id,
-                "term": {"$lte": number - KEEP_TERMS},
-            }
-            self._leases.delete_many(old)
-        latest = self.current(account.id)  # a term above ours: we wrote into a pruned gap
-        return latest is not None and latest.number == number
+        self, heads: Sequence[tuple[str, str, int]], holder: str | None, until: datetime
+    ) -> list[Term]:
+        """Insert the term after each (account, tenant, current term) with one command: the
+        terms we wrote (another replica wrote the others first)."""
+        terms = [Term(a, tenant, number + 1, holder, until) for a, tenant, number in heads]
+        if not terms:
+            return []
+        docs = [
+            {"_id": f"{t.account_id}:{t.number}", "tenant_id": t.tenant_id,
+             "account_id": t.account_id, "term": t.number, "holder": holder, "until": until,
+             "granted_at": datetime.now(UTC)}
+            for t in terms
+        ]  # fmt: skip
+        with store_errors("write leases"):
+            existed = insert_many_or_ignore(self._leases, docs)
+            written = [t for t, d in zip(terms, docs, strict=True) if d["_id"] not in existed]
+            old = [f"{t.account_id}:{t.number - KEEP_TERMS}" for t in written]
+            if old:
+                self._leases.delete_many({"_id": {"$in": old}})
+        return written

@@ -15,7 +15,7 @@ from fetcher.ports import FetchedMessage
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
 from shared.oauth.tokens import AccessTokenDueError
-from shared.tls import client_context
+from shared.tls import shared_client_context
 
 CONNECT_TIMEOUT = 30.0
 
@@ -63,7 +63,7 @@ class PoplibMailbox:
 
     def __enter__(self) -> PoplibMailbox:
         a = self._account
-        context = client_context(a.ca_file)
+        context = shared_client_context(a.ca_file)
         with translated_pop3_errors(a):
             if a.security == "ssl":
                 pop: poplib.POP3 = poplib.POP3_SSL(

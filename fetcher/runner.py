@@ -1,4 +1,9 @@
-"""One thread per held account: connect, catch up, then IDLE or poll; back off on failure."""
+"""One thread per held account: connect, catch up, then IDLE or poll; back off on failure.
+
+What an account's thread shares with the replica's others (`ReplicaParts`): the RabbitMQ
+connections it publishes through, the watcher that wakes it when its socket in IDLE has
+something to read (the thread itself sleeps on an event meanwhile), and the login rate.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
@@ -23,11 +30,14 @@ from fetcher.adapters import (
 from fetcher.health import AccountHealth
 from fetcher.idle import wait_for_mail
 from fetcher.imap import ImapClientMailbox
+from fetcher.logins import LoginGate
 from fetcher.pop3 import PoplibMailbox
 from fetcher.pop3sync import Pop3Sync
+from fetcher.publishing import PublisherPool
 from fetcher.settings import FetcherSettings
 from fetcher.settle import Settler
 from fetcher.sync import ImapSync, SyncResult
+from fetcher.watcher import SocketWatcher
 from shared.accounts import Account
 from shared.blobs import GridFsBlobStore
 from shared.crypto import SecretBox
@@ -36,7 +46,6 @@ from shared.logging import get_logger
 from shared.metrics import record_fetch
 from shared.oauth.endpoint import token_endpoint
 from shared.oauth.tokens import AccessTokenDueError, AccessTokens
-from shared.runtime import open_broker
 from shared.store import Store
 
 log = get_logger("mailintake.fetcher")
@@ -44,8 +53,21 @@ log = get_logger("mailintake.fetcher")
 M = TypeVar("M")
 
 
+@dataclass(frozen=True)
+class ReplicaParts:
+    """What every account's thread of a replica uses together."""
+
+    publisher: PublisherPool
+    watcher: SocketWatcher
+    logins: LoginGate
+
+
+class _StoppedError(Exception):
+    """The account was stopped while its thread waited to log in."""
+
+
 class AccountRunner:
-    """Fetches one account in its own thread, with its own RabbitMQ connection."""
+    """Fetches one account in its own thread."""
 
     def __init__(
         self,
@@ -55,15 +77,17 @@ class AccountRunner:
         store: Store,
         box: SecretBox,
         clock: Callable[[], datetime],
+        parts: ReplicaParts,
     ) -> None:
         self.account = account
         self.stop = threading.Event()
+        self._wake = threading.Event()  # set with `stop`, or by the watcher (IDLE)
         self._settings = settings
         self._store = store
         self._box = box
         self._clock = clock
-        self._broker = open_broker(settings)
-        self._publisher = BrokerEventPublisher(self._broker)
+        self._parts = parts
+        self._publisher = BrokerEventPublisher(parts.publisher)
         self._health = AccountHealth(account, MongoAccounts(store), self._publisher)
         self._tokens: AccessTokens | None = None
         self._consent_due = False
@@ -80,6 +104,7 @@ class AccountRunner:
 
     def request_stop(self) -> None:
         self.stop.set()
+        self._wake.set()
 
     def join(self, timeout: float) -> bool:
         """Wait for the thread; True when it ended."""
@@ -105,12 +130,13 @@ class AccountRunner:
         try:
             while not self.stop.is_set():
                 retrying(self._session)  # a session that got going resets the backoff
+        except _StoppedError:
+            pass
         except (MailboxError, TransientError) as exc:
             log.info("account_stopped_failing", account_id=self.account.id, error=str(exc))
         except Exception:
             log.exception("account_runner_crashed", account_id=self.account.id)
         finally:
-            self._broker.close()
             log.info("account_stopped", account_id=self.account.id)
 
     def _sleep(self, seconds: float) -> None:
@@ -145,7 +171,8 @@ class AccountRunner:
             self.stop.wait(self.account.poll_interval)
             return
         with ExitStack() as stack:
-            mailbox = self._open(stack, ImapClientMailbox)
+            watched = partial(ImapClientMailbox, watcher=self._parts.watcher, wake=self._wake)
+            mailbox = self._open(stack, watched)
             self._imap_pass(mailbox)
             if not mailbox.supports_idle():
                 stack.close()
@@ -175,13 +202,17 @@ class AccountRunner:
                         f"the access token of account {self.account.id} is due"
                     )
                 renew = min(renew, left)
-            look = self._settler.next_look()
-            wait_for_mail(mailbox, self.stop, renew_after=min(renew, look or renew))
+            wait = min(renew, self._settler.next_look() or renew)
+            # The watcher wakes this thread (a stop too): no need to look every second.
+            wait_for_mail(mailbox, self.stop, renew_after=wait, check_every=wait)
             if not self.stop.is_set():  # a pass, not just a look: mail that came while the
                 self._imap_pass(mailbox)  # connection was out of IDLE raises no EXISTS
 
     def _open(self, stack: ExitStack, mailbox: Callable[..., AbstractContextManager[M]]) -> M:
-        """Log in; an OAuth2 token the server refuses is refreshed once and tried again."""
+        """Log in (at the replica's login rate for the server); an OAuth2 token the server
+        refuses is refreshed once and tried again."""
+        if not self._parts.logins.wait(self.account.host, self.stop):
+            raise _StoppedError
         secret, renew_by = self._secret(fresh=False)
         try:
             return stack.enter_context(mailbox(self.account, secret, renew_by=renew_by))

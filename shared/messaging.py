@@ -127,6 +127,18 @@ class Broker:
             except Exception as exc:  # closing a broken connection may fail in many ways
                 log.debug("broker_close_failed", error=str(exc))
 
+    def keep_alive(self) -> None:
+        """Let an idle connection answer RabbitMQ's heartbeats (a BlockingConnection does only
+        while it is used); one found dead is closed, to be opened again at its next use."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            return
+        try:
+            connection.process_data_events(time_limit=0)
+        except _CONNECTION_ERRORS as exc:
+            log.info("broker_connection_lost_while_idle", address=self._address, error=str(exc))
+            self.close()
+
     @property
     def channel(self) -> BlockingChannel:
         if self._channel is None or not self._channel.is_open:

@@ -44,6 +44,14 @@ FETCH_LAG = Gauge(
     "Seconds since the fetcher last completed a sync of the account.",
     ["account"],
 )
+FETCHER_HELD = Gauge(
+    "mailintake_fetcher_accounts_held", "Accounts whose lease this fetcher replica holds."
+)
+FETCHER_IDLE = Gauge(
+    "mailintake_fetcher_mailboxes_idle",
+    "Mailboxes this fetcher replica waits on in IDLE now (the others are busy, polled by "
+    "POP3, or connecting).",
+)
 FETCH_BACKLOG = Gauge(
     "mailintake_fetch_backlog", "Mails left to load in the account's first load.", ["account"]
 )

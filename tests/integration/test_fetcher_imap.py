@@ -354,6 +354,24 @@ def test_disabling_an_account_releases_its_lease(
     wait_until(lambda: account.id not in supervisor.runners, timeout=3, what="the stop")
 
 
+def test_a_changed_password_restarts_the_account_with_it(
+    mailbox: Mailbox, store: Store, broker: Broker, settings: Settings, supervisor: Supervisor
+) -> None:
+    """The runner of an account whose config or secret changed is stopped, and a later lease
+    round starts one with the new config (the lease stays with the replica meanwhile)."""
+    mailbox.append(make_mail("a@x.org", "waits for the right password"))
+    account = add_account(store, settings, mailbox, password="wrong-password")
+    wait_until(lambda: account.id in supervisor.runners, timeout=10, what="the lease")
+    first = supervisor.runners[account.id].runner
+    assert settings.secret_key is not None
+    right = SecretBox(settings.secret_key.get_secret_value()).encrypt(mailbox.server.password)
+    store.accounts.update_one({"_id": account.id}, {"$set": {"password_enc": right}})
+    queue = binder_queue(broker)
+    wait_until(lambda: broker.queue_counts(queue)[0] == 1, timeout=20, what="the mail")
+    assert not first.alive()
+    assert supervisor.runners[account.id].runner is not first
+
+
 @pytest.mark.parametrize(
     "items", [f"RFC822.SIZE INTERNALDATE {MESSAGE_ID_ITEM}", "BODY.PEEK[]", "BODY.PEEK[HEADER]"]
 )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
+from pymongo import MongoClient, monitoring
 
+import shared.store
 from fetcher.leases import MongoLeases
 from fetcher.probe import probe
 from fetcher.replicas import MongoReplicas, fair_share
@@ -18,6 +22,7 @@ from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import Mailbox
 from tests.integration.test_fetcher_imap import add_account
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +44,18 @@ def test_a_lease_has_one_holder_until_it_expires_or_is_released(
     assert a.claim(account, now=T0 + timedelta(seconds=53)) is not None
 
 
-def test_a_disabled_account_cannot_be_claimed_or_renewed(
+def test_a_disabled_account_cannot_be_claimed(
     mailbox: Mailbox, store: Store, settings: Settings
 ) -> None:
+    """Claims read the accounts afresh; a renewal does not (the supervisor renews only the
+    accounts its round read as enabled, and stops the others' runners)."""
     account = add_account(store, settings, mailbox)
-    leases = MongoLeases(store, "a", 30)
-    assert leases.claim(account, now=T0) is not None
+    a, b = MongoLeases(store, "a", 30), MongoLeases(store, "b", 30)
+    assert a.claim(account, now=T0) is not None
     store.accounts.update_one({"_id": account.id}, {"$set": {"enabled": False}})
-    assert not leases.renew(account, now=T0)
-    assert leases.claim(account, now=T0) is None
+    a.release(account)
+    assert b.claim(account, now=T0) is None
+    assert a.holders([account.id], now=T0) == {account.id: None}
 
 
 def test_an_expired_lease_is_not_renewed_but_claimed_again(
@@ -162,8 +170,9 @@ def test_a_replica_stops_fetching_at_once_when_its_lease_was_taken(
     taker = MongoLeases(store, "b", 30)  # b's clock is 31 s ahead: it sees the lease expired
     assert taker.claim(account, now=clock.at + timedelta(seconds=31)) is not None
     clock.at += timedelta(seconds=10)
-    sup.tick()  # the renewal finds a higher term than ours
-    assert account.id not in sup.runners and not runner.alive()
+    sup.tick()  # the renewal finds the next term written by another
+    assert account.id not in sup.runners and runner.stop.is_set()
+    wait_until(lambda: not runner.alive(), timeout=10, what="the runner to end")
     assert taker.holders([account.id], now=clock.at) == {account.id: "b"}  # not released
     sup.shutdown()
 
@@ -180,7 +189,8 @@ def test_a_replica_that_cannot_renew_stops_before_its_lease_ends(
     assert account.id in sup.runners  # a renewal may still come in time
     clock.at += timedelta(seconds=7)  # the lease would end before the next tick
     sup._expire(clock.at)
-    assert account.id not in sup.runners and not runner.alive()
+    assert account.id not in sup.runners and runner.stop.is_set()
+    wait_until(lambda: not runner.alive(), timeout=10, what="the runner to end")
     sup.shutdown()
 
 
@@ -220,3 +230,62 @@ def test_accounts_test_names_what_failed(
     assert (result.ok, result.reason) == (reason == "ok", reason), result.message
     if password:
         assert password not in result.summary
+
+
+class Commands(monitoring.CommandListener):
+    """How many commands a client sent, by name: all but the continuations of a cursor (a
+    query's documents past its first batch of 101, which MongoDB sends in batches of 16 MB)
+    and the sessions a closing client ends."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name not in ("getMore", "killCursors", "endSessions"):
+            self.sent[event.command_name] += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("count", [3, 300])
+def test_a_round_of_claims_renewals_and_releases_sends_the_same_commands_for_any_number(
+    mailbox: Mailbox,
+    store: Store,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    count: int,
+) -> None:
+    """A replica's leases move together: claiming, renewing and releasing 300 accounts takes
+    the commands that 3 take (claim: read accounts, read terms, insert, prune, read back;
+    renew and release: insert and prune)."""
+    first = add_account(store, settings, mailbox)
+    docs = store.accounts.find_one({"_id": first.id})
+    assert docs is not None
+    store.accounts.insert_many([{**docs, "_id": f"{first.id}-{i}"} for i in range(count - 1)])
+    accounts = [Account.model_validate(d) for d in store.accounts.find({"enabled": True})]
+    listener = Commands()
+    monkeypatch.setattr(
+        shared.store, "MongoClient", partial(MongoClient, event_listeners=[listener])
+    )
+    watched = Store(settings.mongo_url.get_secret_value(), settings.mongo_database)
+    try:
+        leases = MongoLeases(watched, "a", 30)
+        listener.sent.clear()
+        assert len(leases.claim_all(accounts, now=T0)) == count
+        claimed, listener.sent = listener.sent, Counter()
+        renewed = leases.renew_all([a.id for a in accounts], now=T0 + timedelta(seconds=10))
+        assert len(renewed) == count
+        renewal, listener.sent = listener.sent, Counter()
+        leases.release_all([a.id for a in accounts])
+        released = listener.sent
+    finally:
+        watched.close()
+    assert claimed == Counter({"find": 3, "insert": 1, "delete": 1})
+    assert renewal == Counter({"insert": 1, "delete": 1})
+    assert released == Counter({"insert": 1, "delete": 1})
+    holders = MongoLeases(store, "b", 30).holders([a.id for a in accounts], now=T0)
+    assert set(holders.values()) == {None}
