@@ -92,7 +92,7 @@ class Run:
     def stages(self, **extra: str) -> StageProcesses:
         return StageProcesses(self.env(**extra), self.log_dir)
 
-    def replicas(self, stage: str, count: int) -> list[subprocess.Popen[bytes]]:
+    def replicas(self, stage: str, count: int, **extra: str) -> list[subprocess.Popen[bytes]]:
         """`count` processes of one stage (StageProcesses keeps one per stage)."""
         procs = []
         for k in range(count):
@@ -100,7 +100,7 @@ class Run:
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", stage],
-                        env=self.env(),
+                        env=self.env(**extra),
                         cwd=REPO,
                         stdout=log,
                         stderr=subprocess.STDOUT,
