@@ -29,14 +29,23 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def account_docs(store: Store) -> Callable[[], list[dict[str, Any]]]:
-    """What the accounts metrics read at scrape time; nothing while the store is away."""
+def account_docs(store: Store, supervisor: Supervisor) -> Callable[[], list[dict[str, Any]]]:
+    """What the accounts metrics read at scrape time: the accounts this replica holds, so that
+    each account is exported by one replica (the sum over replicas counts each once) and a
+    scrape reads what the replica holds, not every tenant's accounts. Nothing while the store
+    is away."""
 
     def read() -> list[dict[str, Any]]:
+        held = [held.account for held in list(supervisor.runners.values())]
+        if not held:
+            return []
+        query = {
+            "tenant_id": {"$in": sorted({a.tenant_id for a in held})},
+            "_id": {"$in": [a.id for a in held]},
+        }
         try:
             with store_errors("read accounts for metrics"):
-                # Every tenant's accounts, on purpose: the operator's metrics (ids and state).
-                return list(store.accounts.find({}, METRIC_FIELDS))
+                return list(store.accounts.find(query, METRIC_FIELDS))
         except StoreUnavailableError as exc:
             log.warning("metrics_store_unavailable", error=str(exc))
             return []
@@ -86,7 +95,7 @@ def main() -> int:
         settings.metrics_port,
         consuming={},
         store_ping=store.ping,
-        collectors=[AccountsCollector(account_docs(store))],
+        collectors=[AccountsCollector(account_docs(store, supervisor))],
         probes={"leases": leases_probe(supervisor)},
     )
     try:

@@ -86,8 +86,8 @@ def record_fetch(account_id: str, *, fetched: int, backlog: int | None = None) -
 class AccountsCollector(Collector):
     """Account state, fetch lag and first-load backlog, read from the `accounts` collection.
 
-    Reads the store at scrape time, so any one process (the fetcher) can export them for all
-    accounts, whichever replica holds each lease.
+    Reads the store at scrape time: a fetcher replica exports the accounts it holds (a
+    disabled account, held by none, is in `mailintake accounts status`, not here).
     """
 
     def __init__(self, accounts: Callable[[], Iterable[dict[str, Any]]]) -> None:

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,24 @@ def test_the_fetcher_is_ready_and_exports_each_accounts_state_lag_and_backlog(
 
     result = check(settings, port)
     assert result.returncode == 0 and result.stdout.strip() == "fetcher: ready"
+
+
+def test_a_replica_exports_the_accounts_it_holds_and_not_anothers(
+    mailbox: Mailbox, store: Store, settings: Settings, fetcher: StageProcesses, port: int
+) -> None:
+    """Each account is exported by the one replica that holds it: a sum over replicas counts
+    it once, and a scrape reads only what the replica holds."""
+    held_elsewhere = add_account(store, settings, Mailbox(mailbox.server, "elsewhere-1"))
+    far = datetime.now(UTC) + timedelta(hours=1)
+    store["leases"].insert_one(
+        {"_id": f"{held_elsewhere.id}:1", "tenant_id": held_elsewhere.tenant_id,
+         "account_id": held_elsewhere.id, "term": 1, "holder": "another-replica", "until": far}
+    )  # fmt: skip
+    ours = add_account(store, settings, mailbox)
+    mine = f'mailintake_account_state{{account="{ours.id}",state="ok"}}'
+    wait_until(lambda: mine in get(port, "/metrics")[1], 30, "our account", fetcher.logs)
+    assert f'account="{held_elsewhere.id}"' not in get(port, "/metrics")[1]
+    assert sample("mailintake_fetcher_accounts_held", get(port, "/metrics")[1]) == 1.0
 
 
 def test_check_fails_with_one_line_when_no_fetcher_answers(settings: Settings) -> None:
