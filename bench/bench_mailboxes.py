@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -50,6 +50,7 @@ from bench.common import (
 from tests.services import REPO, MailServer, load_local_env, mail_server
 
 AMQP_PORT, MAX_WAIT = 5672, 20.0
+SCRAPE_EVERY = 5.0  # seconds between looks at the replicas' gauges (--replicas)
 PER_TENANT = 10
 
 
@@ -74,6 +75,14 @@ def parse_args() -> argparse.Namespace:
         help="once ready, add a mailbox of MAILS mails (first load: all) and measure the "
         "pick-up while it loads",
     )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="run K replicas instead (no pick-up): their shares, kill -9 of one and how long "
+        "until the others hold every mailbox, then a replica added and how long until the "
+        "shares are even again",
+    )
     p.add_argument("--compare", metavar="REV", help="also run the fetcher of git revision REV")
     p.add_argument(
         "--quick",
@@ -91,6 +100,11 @@ def main() -> None:
     args = parse_args()
     load_local_env()
     server = mail_server()
+    if args.replicas > 1:
+        row = replicas(server, args)
+        print_table(f"{args.mailboxes} idle mailboxes, {args.replicas} fetcher replicas", [row])
+        save_json("mailboxes-replicas", {"args": vars(args), "row": row})
+        return
     rows = []
     if args.compare:
         with worktree(args.compare) as tree:
@@ -144,6 +158,92 @@ def measure(server: MailServer, args: argparse.Namespace, tree: Path, label: str
                 fetcher.kill()
             log.close()
     finally:
+        run.close()
+
+
+class Replicas:
+    """Fetcher processes of one run, each with its metrics port, read through its gauges."""
+
+    def __init__(self, run: Run, env: dict[str, str]) -> None:
+        self.run, self.env = run, env
+        self.procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+
+    def start(self, name: str) -> None:
+        port = free_port()
+        with (self.run.log_dir / f"fetcher-{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fetcher"],
+                env=self.env | {"MAILINTAKE_METRICS_PORT": str(port)},
+                cwd=REPO,
+                stdout=log,
+                stderr=log,
+            )
+        self.procs[name] = (proc, port)
+
+    def kill(self, name: str) -> None:
+        proc, _port = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def held(self) -> list[int]:
+        name = "mailintake_fetcher_accounts_held"
+        return [int(gauge(port, name) or 0) for _proc, port in self.procs.values()]
+
+    def idle(self) -> int:
+        name = "mailintake_fetcher_mailboxes_idle"
+        return int(sum(gauge(port, name) or 0 for _proc, port in self.procs.values()))
+
+    def even(self, n: int) -> bool:
+        shares = self.held()
+        return sum(shares) == n and max(shares) - min(shares) <= 1
+
+    def stop(self) -> None:
+        for proc, _port in self.procs.values():
+            proc.terminate()
+        for proc, _port in self.procs.values():
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def seconds_until(predicate: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until `predicate` holds, looked at every SCRAPE_EVERY seconds; None: never."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return round(time.monotonic() - t0, 1)
+        time.sleep(SCRAPE_EVERY)
+    return None
+
+
+def replicas(server: MailServer, args: argparse.Namespace) -> dict[str, Any]:
+    """K replicas over N mailboxes: ready, shares, a kill -9 taken over, a replica added.
+
+    Read from each replica's gauges every SCRAPE_EVERY seconds (a scrape reads the accounts
+    it holds from the store), so the times are to within that."""
+    n, k, lease = args.mailboxes, args.replicas, args.lease_seconds or 30.0
+    run = Run.start("bm")
+    env = run.env() | {"MAILINTAKE_LOG_LEVEL": "INFO", "MAILINTAKE_LEASE_SECONDS": str(lease)}
+    fleet = Replicas(run, env)
+    try:
+        add_accounts(run, server, [f"bm-{i}" for i in range(n)])
+        for i in range(k):
+            fleet.start(f"r{i}")
+        row: dict[str, Any] = {"replicas": k, "mailboxes": n, "lease s": lease}
+        ready = seconds_until(lambda: fleet.idle() >= n and fleet.even(n), args.ready_timeout)
+        row.update({"ready s": ready, "shares": "/".join(map(str, fleet.held()))})
+        fleet.kill("r0")
+        row["after kill -9: all held s"] = seconds_until(
+            lambda: sum(fleet.held()) == n, lease + 120
+        )
+        row["all idle s"] = seconds_until(lambda: fleet.idle() >= n, 120)
+        fleet.start(f"r{k}")
+        row["a replica added: even s"] = seconds_until(lambda: fleet.even(n), lease * 3 + 120)
+        row["shares after"] = "/".join(map(str, fleet.held()))
+        return row
+    finally:
+        fleet.stop()
         run.close()
 
 
