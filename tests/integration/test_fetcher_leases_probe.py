@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -74,9 +75,12 @@ def test_an_expired_lease_is_not_renewed_but_claimed_again(
 THREADS, ROUNDS, LEASE = 6, 40, 30
 
 
-def race_round(contenders: list[MongoLeases], account: Account, until: datetime) -> list[bool]:
-    """At the same instant the holder renews (its clock: 1 s before `until`) and everyone
-    else claims (their clocks: 1 s after); who got the lease."""
+def race_round(
+    contenders: list[MongoLeases], account: Account, until: datetime, holder_lag: float
+) -> list[bool]:
+    """Everyone but the holder claims (their clocks: 1 s after `until`) at the same instant,
+    and the holder renews (its clock: 1 s before) `holder_lag` seconds later; who got the
+    lease. A renewal reads nothing, so without a lag it would all but always come first."""
     current = contenders[0].current(account.id)
     assert current is not None
     barrier = threading.Barrier(len(contenders))
@@ -86,6 +90,7 @@ def race_round(contenders: list[MongoLeases], account: Account, until: datetime)
         leases = contenders[i]
         barrier.wait()
         if leases.holder == current.holder:
+            time.sleep(holder_lag)
             won[i] = leases.renew(account, now=until - timedelta(seconds=1))
         else:
             won[i] = leases.claim(account, now=until + timedelta(seconds=1)) is not None
@@ -109,7 +114,8 @@ def test_racing_replicas_win_each_term_exactly_once(
         grants = [("r0", T0, T0 + timedelta(seconds=LEASE))]  # (holder, from, until)
         for number in range(2, ROUNDS + 2):
             prior_holder, _from, until = grants[-1]
-            won = race_round(contenders, account, until)
+            # Every other round the renewal starts later than a claim's reads take.
+            won = race_round(contenders, account, until, holder_lag=0.2 * (number % 2))
             assert won.count(True) == 1, won  # one winner per term, never two
             winner = contenders[won.index(True)].holder
             current = contenders[0].current(account.id)
