@@ -7,6 +7,7 @@ from typing import Any
 
 from ops import letters
 from ops.context import Context
+from ops.known import require_tenant, require_user
 from ops.output import emit
 
 EMAIL_COLUMNS = [
@@ -43,6 +44,7 @@ def register(commands: Any) -> None:
 
 
 def cmd_emails(args: argparse.Namespace, ctx: Context) -> int:
+    require_tenant(ctx, args.tenant)
     docs = list(
         ctx.store.emails.find({"tenant_id": args.tenant}, {"attachments": 0, "body": 0})
         .sort([("received_at", -1), ("_id", 1)])
@@ -54,6 +56,10 @@ def cmd_emails(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_notifications(args: argparse.Namespace, ctx: Context) -> int:
     query: dict[str, Any] = {"tenant_id": args.tenant}
+    if args.user:
+        require_user(ctx, args.tenant, args.user)
+    else:
+        require_tenant(ctx, args.tenant)
     if args.user:
         query["user_id"] = args.user
     docs = list(

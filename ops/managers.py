@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ops.context import Context
+from ops.known import require_tenant
 from ops.output import UserError, emit
 from shared.store import Doc
 
@@ -97,5 +98,6 @@ def rows(ctx: Context, tenant: str) -> list[Doc]:
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    require_tenant(ctx, args.tenant)
     emit(rows(ctx, args.tenant), LIST_COLUMNS, as_json=args.json)
     return 0

@@ -188,3 +188,45 @@ def test_crm_import_refuses_ids_another_tenant_holds(
     assert "tenant-b" in refused.stderr
     assert [d["tenant_id"] for d in store.customers.find({"_id": "c-anna"})] == [TENANT]
     assert store.managers.count_documents({"tenant_id": "tenant-b"}) == 0
+
+
+def test_crm_import_of_a_bad_file_names_each_bad_value_and_writes_nothing(
+    cli: Cli, store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "crm.json"
+    path.write_text(json.dumps({
+        "tenant_id": TENANT,
+        "managers": [{"_id": "m-1", "name": "One"}],
+        "customers": [{"_id": {"$gt": ""}, "emails": ["a@x.example"]},
+                      {"_id": "c-2", "emails": "b@x.example"}],
+    }))  # fmt: skip
+    refused = cli("crm", "import", str(path), expect=2)
+    lines = refused.stderr.strip().splitlines()
+    assert lines[0] == "mailintake: error: 3 bad values, nothing imported:"
+    assert '  customers[0]._id: expected a string or an integer, got an object {"$gt": ""}' in lines
+    assert '  customers[1].emails: expected a list, got a string "b@x.example"' in lines
+    assert "Traceback" not in refused.stderr
+    assert store.managers.count_documents({"tenant_id": TENANT}) == 0
+    assert store.customers.count_documents({}) == 0
+    path.write_text("[]")
+    listed = cli("crm", "import", str(path), expect=2)
+    assert (
+        listed.stderr.strip() == "mailintake: error: the file must hold one JSON object, not a list"
+    )
+
+
+def test_listings_of_an_unknown_tenant_or_user_are_refused(
+    cli: Cli, store: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "crm.json"
+    path.write_text(json.dumps({"tenant_id": TENANT, "managers": [{"_id": "m-1", "name": "One"}]}))
+    for command in (("emails", "list"), ("notifications", "list"), ("managers", "list")):
+        refused = cli(*command, "--tenant", "no-such-tenant", expect=2)
+        assert "unknown tenant 'no-such-tenant'" in refused.stderr, command
+    cli("crm", "import", str(path))
+    assert cli("emails", "list", "--tenant", TENANT).stdout.strip() == "(none)"
+    assert (
+        cli("notifications", "list", "--tenant", TENANT, "--user", "m-1").stdout.strip() == "(none)"
+    )
+    refused = cli("notifications", "list", "--tenant", TENANT, "--user", "m-2", expect=2)
+    assert f"unknown user 'm-2' in tenant '{TENANT}'" in refused.stderr
