@@ -19,6 +19,7 @@ from notifier.handlers import (
 )
 from notifier.http import UrllibWebhookSender
 from notifier.ports import NotificationBatch, WebhookDirectory
+from notifier.trust import trusted
 from notifier.unit_of_work import MongoNotificationBatch
 from notifier.webhook import MAX_ATTEMPTS_LIMIT, handle_notification_created
 from shared.contracts import (
@@ -50,7 +51,8 @@ def _directory(settings: Settings, store: Store) -> MongoWebhookDirectory:
 
 
 class NotifierHandler:
-    """The notifier's handler: each event of a batch notified through the batch's inbox."""
+    """The notifier's handler: each event of a batch checked against the store (its
+    recipients are the store's), then notified through the batch's inbox."""
 
     def __init__(self, batch: NotificationBatch, webhooks: WebhookDirectory) -> None:
         self.batch = batch
@@ -58,6 +60,7 @@ class NotifierHandler:
 
     def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
         now, inbox, webhooks = datetime.now(UTC), self.batch.inbox, self.webhooks
+        event = trusted(event, recipients=self.batch.recipients)
         if isinstance(event, MailRouted):
             return handle_mail_routed(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, MailSkipped):
