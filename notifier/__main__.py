@@ -17,7 +17,7 @@ from notifier.handlers import (
     handle_mail_routed,
     handle_mail_skipped,
 )
-from notifier.http import UrllibWebhookSender
+from notifier.http import PinnedWebhookSender
 from notifier.ports import NotificationBatch, WebhookDirectory
 from notifier.trust import trusted
 from notifier.unit_of_work import MongoNotificationBatch
@@ -33,6 +33,7 @@ from shared.contracts import (
 from shared.crypto import SecretBox
 from shared.errors import InvalidEventError
 from shared.logging import configure_logging
+from shared.netpolicy import webhook_policy
 from shared.runtime import open_broker, open_store, retry_policy, run_stage
 from shared.settings import Settings
 from shared.store import Store
@@ -81,7 +82,7 @@ def build_handler(settings: Settings, store: Store) -> StageHandler:
 def build_webhook_handler(settings: Settings, store: Store) -> EventHandler:
     inbox = MongoNotificationInbox(store)
     webhooks = _directory(settings, store)
-    sender = UrllibWebhookSender()
+    sender = PinnedWebhookSender(webhook_policy())
 
     def handle(event: Event, _payload: bytes | None) -> list[Event]:
         if not isinstance(event, NotificationCreated):
