@@ -22,6 +22,7 @@ from fetcher.ports import FetchedMessage, FolderState
 from fetcher.watcher import SocketWatcher
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
+from shared.netpolicy import check_mailbox_host
 from shared.oauth.tokens import AccessTokenDueError
 from shared.tls import shared_client_context
 
@@ -86,6 +87,7 @@ class ImapClientMailbox:
 
     def __enter__(self) -> ImapClientMailbox:
         a = self._account
+        check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
         context = shared_client_context(a.ca_file)
         with translated_errors(a):
             client = imapclient.IMAPClient(

@@ -14,6 +14,7 @@ from fetcher.connerrors import connection_error
 from fetcher.ports import FetchedMessage
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
+from shared.netpolicy import check_mailbox_host
 from shared.oauth.tokens import AccessTokenDueError
 from shared.tls import shared_client_context
 
@@ -63,6 +64,7 @@ class PoplibMailbox:
 
     def __enter__(self) -> PoplibMailbox:
         a = self._account
+        check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
         context = shared_client_context(a.ca_file)
         with translated_pop3_errors(a):
             if a.security == "ssl":

@@ -17,8 +17,9 @@ from notifier.handlers import (
     handle_mail_routed,
     handle_mail_skipped,
 )
-from notifier.http import UrllibWebhookSender
+from notifier.http import PinnedWebhookSender
 from notifier.ports import NotificationBatch, WebhookDirectory
+from notifier.trust import trusted
 from notifier.unit_of_work import MongoNotificationBatch
 from notifier.webhook import MAX_ATTEMPTS_LIMIT, handle_notification_created
 from shared.contracts import (
@@ -32,6 +33,7 @@ from shared.contracts import (
 from shared.crypto import SecretBox
 from shared.errors import InvalidEventError
 from shared.logging import configure_logging
+from shared.netpolicy import webhook_policy
 from shared.runtime import open_broker, open_store, retry_policy, run_stage
 from shared.settings import Settings
 from shared.store import Store
@@ -50,7 +52,8 @@ def _directory(settings: Settings, store: Store) -> MongoWebhookDirectory:
 
 
 class NotifierHandler:
-    """The notifier's handler: each event of a batch notified through the batch's inbox."""
+    """The notifier's handler: each event of a batch checked against the store (its
+    recipients are the store's), then notified through the batch's inbox."""
 
     def __init__(self, batch: NotificationBatch, webhooks: WebhookDirectory) -> None:
         self.batch = batch
@@ -58,6 +61,7 @@ class NotifierHandler:
 
     def __call__(self, event: Event, _payload: bytes | None) -> list[Event]:
         now, inbox, webhooks = datetime.now(UTC), self.batch.inbox, self.webhooks
+        event = trusted(event, recipients=self.batch.recipients)
         if isinstance(event, MailRouted):
             return handle_mail_routed(event, inbox=inbox, webhooks=webhooks, now=now)
         if isinstance(event, MailSkipped):
@@ -78,7 +82,7 @@ def build_handler(settings: Settings, store: Store) -> StageHandler:
 def build_webhook_handler(settings: Settings, store: Store) -> EventHandler:
     inbox = MongoNotificationInbox(store)
     webhooks = _directory(settings, store)
-    sender = UrllibWebhookSender()
+    sender = PinnedWebhookSender(webhook_policy())
 
     def handle(event: Event, _payload: bytes | None) -> list[Event]:
         if not isinstance(event, NotificationCreated):

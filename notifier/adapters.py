@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from notifier.ports import WebhookConfig
+from notifier.ports import Party, WebhookConfig
 from notifier.webhook import webhook_id
+from shared.contracts import AccountOptions, Event, MailRouted
 from shared.crypto import SecretBox
 from shared.errors import ConfigError
-from shared.store import Store, find_own, insert_many_or_ignore, insert_or_ignore, store_errors
+from shared.store import (
+    Doc,
+    OwnCache,
+    Store,
+    find_own,
+    insert_many_or_ignore,
+    insert_or_ignore,
+    store_errors,
+)
 
 WEBHOOKS = "webhooks"
 
@@ -97,3 +107,46 @@ class MongoWebhookDirectory:
             max_attempts=int(doc.get("max_attempts", 8)),
             timeout_seconds=float(doc.get("timeout_seconds", 10.0)),
         )
+
+
+def _party(doc: Doc | None) -> Party | None:
+    if doc is None:
+        return None
+    manager, customer = doc.get("manager_id"), doc.get("customer_id")
+    return Party(
+        str(doc["_id"]),
+        None if manager is None else str(manager),
+        None if customer is None else str(customer),
+    )
+
+
+class MongoRecipientDirectory:
+    """The tenants' accounts, customers and orders, read by tenant and _id; `load` reads
+    what a batch of events names with one query per collection and tenant."""
+
+    def __init__(self, store: Store) -> None:
+        self._accounts = OwnCache(store.accounts)
+        self._customers = OwnCache(store.customers)
+        self._orders = OwnCache(store.orders)
+
+    def load(self, events: Iterable[Event]) -> None:
+        """Read what `events` name (other reads go to the store one by one)."""
+        events = list(events)
+        mail = [e for e in events if isinstance(e, MailRouted)]
+        with store_errors("read recipients"):
+            self._accounts.load((e.tenant_id, e.account_id) for e in events)
+            self._customers.load((e.tenant_id, e.customer_id) for e in mail)
+            self._orders.load((e.tenant_id, e.order_id) for e in mail if e.order_id is not None)
+
+    def account(self, tenant_id: str, account_id: str) -> AccountOptions | None:
+        with store_errors("read account"):
+            doc = self._accounts.get(tenant_id, account_id)
+        return None if doc is None else AccountOptions.model_validate(doc)
+
+    def customer(self, tenant_id: str, customer_id: str) -> Party | None:
+        with store_errors("read customer"):
+            return _party(self._customers.get(tenant_id, customer_id))
+
+    def order(self, tenant_id: str, order_id: str) -> Party | None:
+        with store_errors("read order"):
+            return _party(self._orders.get(tenant_id, order_id))

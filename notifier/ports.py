@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.contracts import Event
+from shared.contracts import AccountOptions, Event
 
 
 class NotificationInbox(Protocol):
@@ -34,12 +34,42 @@ class NotificationInbox(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Party:
+    """A customer or an order as the store has it: who manages it (an order: whose it is)."""
+
+    id: str
+    manager_id: str | None
+    customer_id: str | None = None
+
+
+class RecipientDirectory(Protocol):
+    """Who is to be told, as the store says (events are not trusted): the tenant's accounts,
+    customers and orders, each read by tenant and _id."""
+
+    def account(self, tenant_id: str, account_id: str) -> AccountOptions | None:
+        """The stored account's options (its owner, what to notify); None if not the tenant's."""
+        ...
+
+    def customer(self, tenant_id: str, customer_id: str) -> Party | None:
+        """The tenant's customer, or None."""
+        ...
+
+    def order(self, tenant_id: str, order_id: str) -> Party | None:
+        """The tenant's order, or None."""
+        ...
+
+
 class NotificationBatch(Protocol):
     """The notifier's unit of work: one consumed batch, its notifications kept in `inbox`
-    until `commit` stores them with one command (those stored already stay as they are)."""
+    until `commit` stores them with one command (those stored already stay as they are);
+    `begin` reads in bulk the accounts, customers and orders the batch names."""
 
     @property
     def inbox(self) -> NotificationInbox: ...
+
+    @property
+    def recipients(self) -> RecipientDirectory: ...
 
     def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None: ...
 

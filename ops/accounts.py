@@ -18,8 +18,10 @@ from shared.accounts import (
     STATUS_COLUMNS,
     Account,
     AccountConfig,
+    check_credential,
     status_row,
 )
+from shared.netpolicy import AddressRefusedError, HostNotResolvedError, mailbox_policy
 from shared.store import Doc
 
 LIST_COLUMNS = [
@@ -158,7 +160,23 @@ def _password(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
         return oauth.secret_fields(args, ctx)
     if not (args.password_stdin or args.password_env):
         raise UserError("one of --password-stdin or --password-env is required")
-    return {"password_enc": ctx.secrets.encrypt(read_secret(args.password_env, "password"))}
+    password = read_secret(args.password_env, "password")
+    try:
+        check_credential("password", password)
+    except ValueError as exc:
+        raise UserError(f"--password: {exc} (nothing was added)") from exc
+    return {"password_enc": ctx.secrets.encrypt(password)}
+
+
+def _check_host(config: AccountConfig) -> None:
+    """With MAILINTAKE_MAILBOX_DENY_PRIVATE, the host must resolve to an allowed address."""
+    policy = mailbox_policy()
+    if policy is None:
+        return
+    try:
+        policy.vet(config.host, config.port, what="--host: the mailbox host")
+    except (AddressRefusedError, HostNotResolvedError) as exc:
+        raise UserError(f"{exc} (nothing was added)") from exc
 
 
 def _config(args: argparse.Namespace) -> AccountConfig:
@@ -242,6 +260,7 @@ def _check_group(ctx: Context, config: AccountConfig) -> None:
 
 def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(args)
+    _check_host(config)
     _check_group(ctx, config)
     secrets = _password(args, ctx)
     accounts = ctx.store.accounts

@@ -23,6 +23,7 @@ from shared.wire import (
 )
 
 H_REPLAY_COUNT = "mailintake-replay-count"
+H_REPLAYED_BY = "mailintake-replayed-by"
 FAILURE_HEADERS = (H_ATTEMPT, H_ERROR, H_ERROR_CLASS, H_FAILED_AT, H_QUEUE)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -102,13 +103,16 @@ class DeadLetter:
             return when is not None and when <= now - older_than
         return True
 
-    def replay_copy(self, work_queue: str, now: datetime) -> Outgoing:
-        """The message as it goes back to `work_queue`: failure headers dropped, replay marked."""
+    def replay_copy(self, work_queue: str, now: datetime, by: str | None = None) -> Outgoing:
+        """The message as it goes back to `work_queue`: failure headers dropped, replay marked
+        with when (and by whom, when told)."""
         m = self.message
         kept = (k for k in m.headers if not k.startswith("x-") and k not in FAILURE_HEADERS)
         headers = {k: m.headers[k] for k in kept}
         previous = m.headers.get(H_REPLAY_COUNT, 0)
         headers[H_REPLAYED_AT] = now.astimezone(UTC).isoformat()
+        if by is not None:
+            headers[H_REPLAYED_BY] = by
         headers[H_REPLAY_COUNT] = (previous if isinstance(previous, int) else 0) + 1
         return m.forward(work_queue, headers)
 

@@ -10,12 +10,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from ops import audit
 from ops.context import Context
 from ops.deadletters import DeadLetter, parse_age
 from ops.output import Progress, UserError, emit, print_json
 from shared.wire import JSON
 
 LIST_COLUMNS = ["id", "failed_at", "type", "tenant", "account", "email", "replays", "reason"]
+AUDIT_COLUMNS = ["at", "action", "queue", "count", "actor", "message_ids"]
+BY_HELP = "who is acting, for the audit trail (default: the operating-system user)"
 QUEUE_HELP = "the stage or queue: binder, binder.in, mailintake.binder.in.dlq, ..."
 
 
@@ -41,7 +44,17 @@ def register(commands: Any) -> None:
     g = sub.add_parser("purge", help="delete every message of a dead-letter queue")
     g.add_argument("queue", metavar="QUEUE", help=QUEUE_HELP)
     g.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    g.add_argument("--by", metavar="NAME", help=BY_HELP)
     g.set_defaults(func=cmd_purge)
+    a = sub.add_parser(
+        "audit",
+        help="who replayed or purged dead letters, and when (newest first)",
+        description="Every replay and purge is recorded in the `audit` collection: action, "
+        "queue, message ids and count, who (the OS user or --by) and when.",
+    )
+    a.add_argument("--limit", type=int, default=100, help="show at most N records (default 100)")
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=cmd_audit)
 
 
 def _common(q: argparse.ArgumentParser) -> None:
@@ -65,6 +78,7 @@ def _replay_parser(sub: Any) -> None:
     r.add_argument("--dry-run", action="store_true", help="say what would be replayed, do nothing")
     r.add_argument("--limit", type=int, help="replay at most N messages")
     r.add_argument("--rate", type=float, help="at most R messages per second")
+    r.add_argument("--by", metavar="NAME", help=BY_HELP)
     r.set_defaults(func=cmd_replay)
 
 
@@ -156,31 +170,42 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
     dlq = dead_letter_queue(ctx, args.queue)
-    work_queue, selected = dlq.removesuffix(".dlq"), _selector(args)
+    work_queue, selected, by = dlq.removesuffix(".dlq"), _selector(args), audit.actor(args.by)
     limit = args.limit if args.limit is not None else sys.maxsize
-    done = 0
+    done: list[str] = []
     progress = Progress("replayed", 1 if args.id else ctx.broker.queue_counts(dlq)[0])
-    with taken(ctx, dlq) as messages:
-        for d in messages:
-            if done >= limit:
-                break
-            if not selected(d):
-                continue
-            if args.dry_run:
-                print(f"would replay {d.id} to {work_queue}: {d.reason}")
-            else:
-                ctx.broker.publish([d.replay_copy(work_queue, datetime.now(UTC))])
-                ctx.broker.ack(d.delivery_tag)  # only now: the copy is confirmed
-                progress.step()
-                if args.rate:
-                    time.sleep(1.0 / args.rate)
-            done += 1
+    try:
+        with taken(ctx, dlq) as messages:
+            for d in messages:
+                if len(done) >= limit:
+                    break
+                if not selected(d):
+                    continue
+                if args.dry_run:
+                    print(f"would replay {d.id} to {work_queue}: {d.reason}")
+                else:
+                    ctx.broker.publish([d.replay_copy(work_queue, datetime.now(UTC), by)])
+                    ctx.broker.ack(d.delivery_tag)  # only now: the copy is confirmed
+                    progress.step()
+                    if args.rate:
+                        time.sleep(1.0 / args.rate)
+                done.append(d.id)
+    finally:  # what was replayed is recorded, also when the run is cut short
+        if done and not args.dry_run:
+            _audit(ctx, "replay", dlq, done, len(done), by)
     progress.finish()
-    if args.id and done == 0:
+    if args.id and not done:
         raise UserError(f"no message with id {args.id!r} in {dlq} (see `mailintake dlq list`)")
     verb = "would replay" if args.dry_run else "replayed"
-    print(f"{verb} {done} message(s) from {dlq} to {work_queue}")
+    print(f"{verb} {len(done)} message(s) from {dlq} to {work_queue}")
     return 0
+
+
+def _audit(ctx: Context, action: str, dlq: str, ids: list[str], count: int, by: str) -> None:
+    audit.record(
+        ctx.store, action=action, queue=dlq, message_ids=ids, count=count, by=by,
+        at=datetime.now(UTC),
+    )  # fmt: skip
 
 
 def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
@@ -192,5 +217,21 @@ def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
         answer = input(f"Delete all {depth} message(s) of {dlq}? Type the queue name: ")
         if answer.strip() != dlq:
             raise UserError("not confirmed; nothing was deleted")
-    print(f"purged {ctx.broker.purge(dlq)} message(s) from {dlq}")
+    by = audit.actor(args.by)
+    with taken(ctx, dlq, audit.MAX_IDS) as messages:  # the ids, as far as the record keeps them
+        ids = [d.id for d in messages]
+    purged = ctx.broker.purge(dlq)
+    _audit(ctx, "purge", dlq, ids[:purged], purged, by)
+    print(f"purged {purged} message(s) from {dlq}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
+    rows = audit.newest(ctx.store, args.limit)
+    if not args.json:
+        for row in rows:
+            ids = row["message_ids"]
+            more = f" (+{len(ids) - 3})" if len(ids) > 3 else ""
+            row["message_ids"] = ", ".join(ids[:3]) + more
+    emit(rows, AUDIT_COLUMNS, as_json=args.json)
     return 0

@@ -12,6 +12,7 @@ from notifier.webhook import MAX_ATTEMPTS_LIMIT, webhook_id
 from ops.context import Context
 from ops.output import UserError, emit, print_json, read_secret
 from shared.accounts import is_loopback
+from shared.netpolicy import AddressRefusedError, HostNotResolvedError, webhook_policy
 
 SHOW_COLUMNS = ["tenant_id", "url", "max_attempts", "timeout_seconds", "updated_at"]
 
@@ -49,12 +50,20 @@ def _secret(args: argparse.Namespace) -> str:
 
 
 def check_url(url: str, *, allow_http: bool) -> str:
-    """The URL if it is usable: http(s) with a host; plain http only to loopback or allowed."""
+    """The URL if it is usable: http(s) with a host; plain http only to loopback or allowed;
+    its host resolving to an address the network policy allows (checked again at each send)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"--url {url!r}: give an http(s) URL with a host")
     if parts.scheme == "http" and not (allow_http or is_loopback(parts.hostname)):
         raise UserError("--url: plain http sends notifications in clear; use https or --allow-http")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        webhook_policy().vet(parts.hostname, port, what="--url: the webhook host")
+    except ValueError as exc:
+        raise UserError(f"--url {url!r}: the port is invalid") from exc
+    except (AddressRefusedError, HostNotResolvedError) as exc:
+        raise UserError(str(exc)) from exc
     return url
 
 

@@ -6,7 +6,7 @@ import ipaddress
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contracts import AccountOptions
 from shared.oauth.providers import OAuthClient
@@ -25,6 +25,17 @@ Protocol = Literal["imap", "pop3"]
 Security = Literal["ssl", "starttls", "none"]
 InitialSync = Literal["unseen", "all", "new"]
 AuthMode = Literal["password", "oauth2"]
+
+
+LINE_BREAKERS = ("\r", "\n", "\x00")
+
+
+def check_credential(field: str, value: str) -> str:
+    """`value` unless it holds CR, LF or NUL (which could end a protocol command early and
+    start another); the ValueError names the field, never the value."""
+    if any(c in value for c in LINE_BREAKERS):
+        raise ValueError(f"the {field} must not contain CR, LF or NUL characters")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -66,6 +77,11 @@ class AccountConfig(BaseModel):
     allow_plaintext: bool = False
     auth: AuthMode = "password"
     oauth: OAuthClient | None = None
+
+    @field_validator("username")
+    @classmethod
+    def _no_line_breaks(cls, value: str) -> str:
+        return check_credential("user name", value)
 
     @model_validator(mode="after")
     def _check(self) -> AccountConfig:

@@ -12,8 +12,8 @@ from assigner.ports import Assignment, unusable_group
 from assigner.rules import Manager, next_manager
 from binder.adapters import customer_id_for
 from binder.ports import AccountRef, CustomerRef, OrderRef
-from notifier.ports import DeliveryResult, WebhookConfig
-from shared.contracts import Event
+from notifier.ports import DeliveryResult, Party, WebhookConfig
+from shared.contracts import AccountOptions, Event
 from shared.mail import MailParseError, ParsedMail
 
 
@@ -235,6 +235,24 @@ class FakeAssignmentRecords:
 
 
 @dataclass
+class FakeRecipientDirectory:
+    """The tenants' accounts, customers and orders, keyed by (tenant, _id)."""
+
+    accounts: dict[tuple[str, str], AccountOptions] = field(default_factory=dict)
+    customers: dict[tuple[str, str], Party] = field(default_factory=dict)
+    orders: dict[tuple[str, str], Party] = field(default_factory=dict)
+
+    def account(self, tenant_id: str, account_id: str) -> AccountOptions | None:
+        return self.accounts.get((tenant_id, account_id))
+
+    def customer(self, tenant_id: str, customer_id: str) -> Party | None:
+        return self.customers.get((tenant_id, customer_id))
+
+    def order(self, tenant_id: str, order_id: str) -> Party | None:
+        return self.orders.get((tenant_id, order_id))
+
+
+@dataclass
 class FakeWebhookDirectory:
     configs: dict[str, WebhookConfig] = field(default_factory=dict)
 
@@ -317,9 +335,10 @@ class FakeAssignmentBatch(FakeUnitOfWork):
 
 @dataclass
 class FakeNotificationBatch(FakeUnitOfWork):
-    """The notifier's unit of work over a fake inbox."""
+    """The notifier's unit of work over a fake inbox and a fake store of recipients."""
 
     inbox: FakeNotificationInbox = field(default_factory=FakeNotificationInbox)
+    recipients: FakeRecipientDirectory = field(default_factory=FakeRecipientDirectory)
 
     def ports(self) -> list[Any]:
         return [self.inbox]

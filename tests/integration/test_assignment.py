@@ -441,6 +441,7 @@ def test_a_group_emptied_or_gone_leaves_the_customer_unassigned_and_tells_the_ow
     else:
         store.manager_groups.delete_one({"_id": "g1"})
     event = new_customer(store, 1)
+    store.accounts.insert_one({"_id": "a1", "tenant_id": TENANT, "owner_id": "owner"})
     stop = threading.Event()
     notifier = threading.Thread(target=run_notifier, args=(settings, stop), daemon=True)
     notifier.start()

@@ -30,9 +30,34 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TENANT = "t1"
 
 
+def seed_recipients(store: Store) -> None:
+    """The accounts, customers and orders the events name, as the store has them: `a1` tells
+    nobody of mail, `a2` tells the manager and the owner of skips; customers c0-c9 are m1's,
+    `c-lone` has no manager, order o4 (c4's) is m2's."""
+    told = {"notify_manager": True, "notify_skipped": True}
+    store.accounts.insert_many(
+        [
+            {"_id": "a1", "tenant_id": TENANT, "owner_id": "owner"},
+            {"_id": "a2", "tenant_id": TENANT, "owner_id": "owner", **told},
+        ]
+    )
+    managed = {f"c{n}": "m1" for n in range(10)}
+    store.customers.insert_many(
+        [
+            {"_id": c, "tenant_id": TENANT, "emails": [f"{c}@x.org"], "manager_id": m}
+            for c, m in {**managed, "c-lone": None}.items()
+        ]
+    )
+    store.orders.insert_one(
+        {"_id": "o4", "tenant_id": TENANT, "number": "4", "customer_id": "c4", "manager_id": "m2"}
+    )
+
+
 @pytest.fixture
-def notifier(settings: Settings, broker: Broker) -> Iterator[threading.Event]:
-    """The notifier process's two consumers, in a thread of this one."""
+def notifier(settings: Settings, broker: Broker, store: Store) -> Iterator[threading.Event]:
+    """The notifier process's two consumers, in a thread of this one, over the stored
+    recipients (`seed_recipients`)."""
+    seed_recipients(store)
     stop = threading.Event()
     thread = threading.Thread(target=run, args=(settings, stop), daemon=True)
     thread.start()
@@ -43,12 +68,13 @@ def notifier(settings: Settings, broker: Broker) -> Iterator[threading.Event]:
 
 
 def routed(n: int, **fields: Any) -> MailRouted:
+    """Mail of customer c`n`; with notify_manager in `options`, from account a2 (else a1)."""
     options = fields.pop("options", {})
     return MailRouted(
         **{
             "event_id": f"r{n}",
             "tenant_id": TENANT,
-            "account_id": "a1",
+            "account_id": "a2" if options.get("notify_manager") else "a1",
             "email_id": f"e{n}",
             "occurred_at": NOW,
             "options": AccountOptions(owner_id="owner", **options),
@@ -66,7 +92,7 @@ def skipped(n: int, *, notify: bool, reason: str = "no_customer") -> MailSkipped
     return MailSkipped(
         event_id=f"s{n}",
         tenant_id=TENANT,
-        account_id="a1",
+        account_id="a2" if notify else "a1",
         email_id=f"se{n}",
         occurred_at=NOW,
         options=AccountOptions(owner_id="owner", notify_skipped=notify),
@@ -135,7 +161,7 @@ def test_incoming_email_only_with_notify_manager(
         [
             routed(1, manager_id="m1"),
             routed(2, manager_id="m1", options={"notify_manager": True}),
-            routed(3, manager_id=None, options={"notify_manager": True}),
+            routed(3, manager_id=None, customer_id="c-lone", options={"notify_manager": True}),
             routed(4, manager_id="m2", order_id="o4", options={"notify_manager": True}),
         ],
     )
@@ -197,3 +223,32 @@ def test_a_failed_mail_is_told_of_apart_from_the_skip_of_its_replay(
         ("message_skipped", "no_customer", "se1"),
     ]
     assert "could not be processed" in next(d for d in docs if d["reason"] == "failed")["text"]
+
+
+def test_an_event_naming_another_tenants_owner_or_account_notifies_nobody_and_is_dead_lettered(
+    notifier: threading.Event, broker: Broker, store: Store
+) -> None:
+    store.accounts.insert_one({"_id": "b1", "tenant_id": "t2", "owner_id": "owner-b"})
+    store.customers.insert_one({"_id": "cb", "tenant_id": "t2", "emails": [], "manager_id": "mb"})
+    forged = [
+        skipped(1, notify=True).model_copy(
+            update={"options": AccountOptions(owner_id="owner-b", notify_skipped=True)}
+        ),
+        routed(2, manager_id="mb", options={"notify_manager": True}).model_copy(
+            update={"account_id": "b1"}
+        ),
+        routed(3, manager_id="mb", customer_id="cb", options={"notify_manager": True}),
+    ]
+    publish(broker, forged)
+    dlq = broker.topology.dead_letter_queue(broker.topology.work_queue("notifier"))
+    wait_until(lambda: broker.queue_counts(dlq)[0] == 3, 20, "the three events dead-lettered")
+    assert store.notifications.count_documents({}) == 0
+    reasons = {}
+    for _ in range(3):
+        item = broker.get(dlq)
+        assert item is not None
+        reasons[item[0].message_id] = str(item[0].headers["mailintake-error"])
+    broker.requeue_all()
+    assert "names owner 'owner-b'" in reasons["s1"] and "owned by 'owner'" in reasons["s1"]
+    assert "account 'b1' is not an account of tenant 't1'" in reasons["r2"]
+    assert "customer 'cb' is not one of tenant 't1'" in reasons["r3"]

@@ -97,7 +97,12 @@ def stages(settings: Settings, watched: Filters) -> Iterator[None]:
 
 
 def seed(store: Store) -> None:
-    """A group of two free managers, a known customer with a manager, and its order 7."""
+    """The account, a group of two free managers, a known customer with a manager, and its
+    order 7."""
+    store.accounts.insert_one(
+        {"_id": "acc", "tenant_id": TENANT, "owner_id": "owner", "create_customer": True,
+         "manager_group_id": "g1", "notify_manager": True, "notify_skipped": True}
+    )  # fmt: skip
     for m in ("m1", "m2"):
         store.managers.insert_one(
             {"_id": m, "tenant_id": TENANT, "name": m, "status": "free", "online": True}

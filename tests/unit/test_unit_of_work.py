@@ -8,6 +8,7 @@ from typing import Any
 from assigner.__main__ import AssignerHandler
 from binder.__main__ import BinderHandler
 from notifier.__main__ import NotifierHandler
+from notifier.ports import Party
 from shared.contracts import Event, MailRouted
 from shared.errors import StoreUnavailableError
 from shared.messaging import Broker
@@ -115,6 +116,8 @@ def test_an_assigner_batch_commits_its_outcomes_once_and_keeps_its_turns_on_fail
 
 def test_a_notifier_batch_keeps_its_notifications_until_it_commits() -> None:
     batch = FakeNotificationBatch(fail_commit=StoreUnavailableError("the store went away"))
+    batch.recipients.accounts[("t", "a")] = bound(1).options
+    batch.recipients.customers[("t", "c1")] = Party("c1", "m1")
     handler = NotifierHandler(batch, FakeWebhookDirectory())
     routed = MailRouted.caused_by(
         bound(1), now=bound(1).occurred_at,
