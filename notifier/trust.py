@@ -21,32 +21,27 @@ class UntrustedEventError(PermanentError):
 def trusted(event: Event, *, recipients: RecipientDirectory) -> Event:
     """`event` with its recipients and account options replaced by the store's.
 
-    The account must be the event's tenant's, and the owner the event names must be that
-    account's owner; a mail's customer (and order, which must be that customer's) must be the
-    tenant's. The manager told is the order's, else the customer's, as stored now.
+    The account must be the event's tenant's; a mail's customer (and order, which must be that
+    customer's) must be the tenant's. The owner told is the account's owner as stored now,
+    whatever the event names (an event published before the owner changed still reaches the
+    new one); the manager told is the order's, else the customer's, as stored now.
     """
     if isinstance(event, MailRouted):
-        options = _account(event, event.options.owner_id, recipients)
+        options = _account(event, recipients)
         manager = _manager(event, recipients)
         return event.model_copy(update={"options": options, "manager_id": manager})
     if isinstance(event, MailSkipped):
-        options = _account(event, event.options.owner_id, recipients)
-        return event.model_copy(update={"options": options})
+        return event.model_copy(update={"options": _account(event, recipients)})
     if isinstance(event, AccountFailed | AccountWarning):
-        _account(event, event.owner_id, recipients)
+        return event.model_copy(update={"owner_id": _account(event, recipients).owner_id})
     return event
 
 
-def _account(event: Event, owner_id: str, recipients: RecipientDirectory) -> AccountOptions:
+def _account(event: Event, recipients: RecipientDirectory) -> AccountOptions:
     options = recipients.account(event.tenant_id, event.account_id)
     if options is None:
         raise UntrustedEventError(
             f"account {event.account_id!r} is not an account of tenant {event.tenant_id!r}"
-        )
-    if owner_id != options.owner_id:
-        raise UntrustedEventError(
-            f"the event names owner {owner_id!r}, but account {event.account_id!r} "
-            f"of tenant {event.tenant_id!r} is owned by {options.owner_id!r}"
         )
     return options
 

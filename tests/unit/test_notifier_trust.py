@@ -41,6 +41,17 @@ def test_the_manager_and_options_are_the_stores_not_the_events() -> None:
     assert got.manager_id == "m-a" and got.options == OWNER_A
 
 
+def test_the_owner_told_is_the_accounts_owner_whatever_the_event_names() -> None:
+    got = trusted(routed(options=AccountOptions(owner_id="owner-b")), recipients=directory())
+    assert isinstance(got, MailRouted) and got.options.owner_id == "owner-a"
+    failed = AccountFailed(
+        event_id="f", tenant_id="A", account_id="acc-a", occurred_at=NOW,
+        owner_id="owner-b", incident_id="i", reason="r", message="m",
+    )  # fmt: skip
+    got_failed = trusted(failed, recipients=directory())
+    assert isinstance(got_failed, AccountFailed) and got_failed.owner_id == "owner-a"
+
+
 def test_an_orders_manager_comes_first_then_its_customers() -> None:
     got = trusted(routed(order_id="o1"), recipients=directory())
     assert isinstance(got, MailRouted) and got.manager_id == "m-order"
@@ -51,17 +62,16 @@ def test_an_orders_manager_comes_first_then_its_customers() -> None:
 @pytest.mark.parametrize(
     ("event", "reason"),
     [
-        (routed(options=AccountOptions(owner_id="owner-b")), "names owner 'owner-b'"),
         (routed(account_id="acc-b"), "'acc-b' is not an account of tenant 'A'"),
         (routed(account_id="nope"), "'nope' is not an account of tenant 'A'"),
         (routed(customer_id="c9"), "customer 'c9' is not one of tenant 'A'"),
         (routed(order_id="o9"), "order 'o9' is not one of tenant 'A'"),
         (
             AccountFailed(
-                event_id="f", tenant_id="A", account_id="acc-a", occurred_at=NOW,
+                event_id="f", tenant_id="A", account_id="acc-b", occurred_at=NOW,
                 owner_id="owner-b", incident_id="i", reason="r", message="m",
             ),
-            "names owner 'owner-b'",
+            "'acc-b' is not an account of tenant 'A'",
         ),
         (
             MailSkipped(
