@@ -439,7 +439,8 @@ rabbitmq_topic_rules() {
 # The per-user URL lines of env.sh: MAILINTAKE_LOCAL_AMQP_URL_<ROLE>=amqp://...
 rabbitmq_user_urls() {
     local role upper
-    for role in fetcher binder assigner notifier operator; do  # the monitor: management API only
+    for role in $BROKER_ROLES; do
+        [ "$role" != monitor ] || continue # the management API only: no AMQP URL
         [ -s "$RMQ_DIR/users/$role.password" ] || continue
         upper=$(printf '%s' "$role" | tr '[:lower:]' '[:upper:]')
         printf 'MAILINTAKE_LOCAL_AMQP_URL_%s=amqp://mailintake-%s:%s@%s:%s/\n' \
