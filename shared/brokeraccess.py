@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import sys
 import urllib.error
 import urllib.parse
@@ -31,7 +30,6 @@ from shared.topology import STAGE_BINDINGS, Topology
 _NS = r"[a-z][a-z0-9_.-]*"
 NOTHING = "^$"
 EVENTS = rf"^{_NS}\.events$"
-DEFAULT_EXCHANGE = "amq.default"  # how RabbitMQ names the default ("") exchange in permissions
 ANY_QUEUE = rf"{_NS}\.({'|'.join(STAGE_BINDINGS)})\.in(\.retry|\.dlq)?"
 
 
@@ -72,7 +70,7 @@ def _consumer(stage: str, *publishes: str, queues: tuple[str, ...] = ()) -> Brok
     return BrokerUser(
         role=stage,
         configure=NOTHING,
-        write=rf"^({EVENTS[1:-1]}|amq\.default)$",
+        write=rf"^({EVENTS[1:-1]}|amq\.default)$",  # amq.default: the default ("") exchange
         read=rf"^{_queues(*(queues or (stage,)))}$",
         topic_write=_keys(*publishes),
     )
@@ -116,11 +114,6 @@ def user(role: str) -> BrokerUser:
 def user_name(role: str, prefix: str = "mailintake") -> str:
     """The RabbitMQ user of `role`, e.g. mailintake-binder."""
     return f"{prefix}-{user(role).role}"
-
-
-def allows(pattern: str, name: str) -> bool:
-    """Whether a permission regex grants `name` (RabbitMQ searches, the patterns anchor)."""
-    return re.search(pattern, name) is not None
 
 
 def rules_lines(namespace: str = "mailintake", prefix: str = "mailintake") -> str:
