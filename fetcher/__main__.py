@@ -97,6 +97,7 @@ def main() -> int:
         store_ping=store.ping,
         collectors=[AccountsCollector(account_docs(store, supervisor))],
         probes={"leases": leases_probe(supervisor)},
+        host=settings.metrics_host,
     )
     try:
         supervisor.run()

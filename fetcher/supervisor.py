@@ -88,7 +88,7 @@ class Supervisor:
         # Runners asked to stop and not yet ended: whether to give their lease back once they
         # have, and since when (monotonic). A lease round never waits for them.
         self.stopping: dict[str, tuple[AccountRunner, bool, float]] = {}
-        brokers = [open_broker(settings) for _ in range(settings.amqp_connections)]
+        brokers = [open_broker(settings, "fetcher") for _ in range(settings.amqp_connections)]
         self.parts = ReplicaParts(
             PublisherPool(brokers), SocketWatcher(), LoginGate(settings.login_rate)
         )

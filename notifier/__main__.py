@@ -100,7 +100,10 @@ def build_webhook_worker(settings: Settings, store: Store) -> StageWorker:
     # The tenant's own attempt limit ends a delivery; this limit is only a backstop.
     policy = RetryPolicy(MAX_ATTEMPTS_LIMIT, base.base_seconds, base.max_seconds)
     return StageWorker(
-        "webhook", open_broker(settings), build_webhook_handler(settings, store), policy=policy
+        "webhook",
+        open_broker(settings, "notifier"),
+        build_webhook_handler(settings, store),
+        policy=policy,
     )
 
 

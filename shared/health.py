@@ -20,6 +20,7 @@ from shared.logging import get_logger
 log = get_logger("mailintake.health")
 
 Probe = Callable[[], str | None]  # None when fine, else what is wrong
+DEFAULT_HOST = "0.0.0.0"  # probed from outside the container (MAILINTAKE_METRICS_HOST)
 
 
 @dataclass
@@ -81,16 +82,16 @@ def serve(
     port: int,
     readiness: Readiness,
     collectors: Sequence[Collector] = (),
-    host: str = "0.0.0.0",  # probed from outside the container
+    host: str = DEFAULT_HOST,
 ) -> ThreadingHTTPServer:
-    """Start the endpoints on `port` (0: any free port) in a daemon thread; the server."""
+    """Start the endpoints on `host`:`port` (0: any free port) in a daemon thread; the server."""
     for collector in collectors:
         REGISTRY.register(collector)
     server = ThreadingHTTPServer((host, port), _handler(readiness))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
     thread.start()
-    log.info("health_endpoints", port=server.server_address[1])
+    log.info("health_endpoints", host=host, port=server.server_address[1])
     return server
 
 
@@ -140,8 +141,9 @@ def start_endpoints(
     store_ping: Callable[[], object],
     collectors: Sequence[Collector] = (),
     probes: dict[str, Probe] | None = None,
+    host: str = DEFAULT_HOST,
 ) -> ThreadingHTTPServer | None:
-    """For any process: serve /metrics, /healthz, /readyz on `port` (None: serve nothing).
+    """For any process: serve /metrics, /healthz, /readyz on `host`:`port` (None: nothing).
 
     A consuming stage passes {queue: worker.consuming}; the fetcher passes {} and
     `AccountsCollector` for the per-account metrics. `probes` adds readiness checks of its own.
@@ -150,4 +152,4 @@ def start_endpoints(
         return None
     readiness = process_readiness(consuming, store_ping)
     readiness.probes.update(probes or {})
-    return serve(port, readiness, collectors)
+    return serve(port, readiness, collectors, host)

@@ -160,7 +160,42 @@ class Broker:
 
     # -- topology -----------------------------------------------------------------------
     def declare(self, stages: Sequence[str] = tuple(STAGE_BINDINGS)) -> None:
-        """Declare the exchange and, per stage, its work, retry and dead-letter queues."""
+        """Declare the exchange and, per stage, its work, retry and dead-letter queues.
+
+        A user without `configure` (a stage's own user) is refused: then the topology must be
+        there already, declared by the operator, and is only checked (passive declares).
+        """
+        try:
+            self._declare(stages)
+        except BrokerUnavailableError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, pex.ChannelClosedByBroker) and cause.reply_code == 403):
+                raise
+            log.info("topology_declare_refused", address=self._address, checking="passive")
+            self._check_declared(stages)
+
+    def _check_declared(self, stages: Sequence[str]) -> None:
+        t = self.topology
+        names = [t.exchange] + [
+            q + s for q in map(t.work_queue, stages) for s in ("", ".retry", ".dlq")
+        ]
+        for name in names:
+            try:
+                with self._translated(f"check {name}"):
+                    if name == t.exchange:
+                        self.channel.exchange_declare(name, passive=True)
+                    else:
+                        self.channel.queue_declare(name, passive=True)
+            except BrokerUnavailableError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, pex.ChannelClosedByBroker) and cause.reply_code == 404:
+                    raise BrokerUnavailableError(
+                        f"{name} is not declared, and this user may not declare it: "
+                        "the operator declares the topology (python -m shared.brokeraccess apply)"
+                    ) from exc
+                raise
+
+    def _declare(self, stages: Sequence[str]) -> None:
         t = self.topology
         with self._translated("declare"):
             ch = self.channel

@@ -45,9 +45,11 @@ def open_store(settings: Settings, *, wait_seconds: float = 60.0) -> Store:
     return store
 
 
-def open_broker(settings: Settings) -> Broker:
+def open_broker(settings: Settings, stage: str | None = None) -> Broker:
+    """A broker for `stage`, as its own RabbitMQ user when one is set (stage_amqp_url)."""
     topology = Topology(settings.namespace, settings.delivery_limit)
-    return Broker(settings.amqp_url.get_secret_value(), topology, prefetch=settings.prefetch)
+    url = settings.stage_amqp_url(stage) if stage else settings.amqp_url.get_secret_value()
+    return Broker(url, topology, prefetch=settings.prefetch)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -79,7 +81,7 @@ def run_stage(
     handler = build_handler(settings, store)
     worker = StageWorker(
         stage,
-        open_broker(settings),
+        open_broker(settings, stage),
         handler.handle,
         policy=retry_policy(settings),
         on_outcome=outcome_recorder(stage),
@@ -87,7 +89,10 @@ def run_stage(
         dead_letters=build_dead_letters(settings, store) if build_dead_letters else None,
     )
     endpoints = start_endpoints(
-        settings.metrics_port, consuming={worker.queue: worker.consuming}, store_ping=store.ping
+        settings.metrics_port,
+        consuming={worker.queue: worker.consuming},
+        store_ping=store.ping,
+        host=settings.metrics_host,
     )
     if stop is None:
         install_stop_signals(worker.stop)

@@ -27,10 +27,24 @@ class Settings(BaseSettings):
     inline_body_limit: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = (
+        "0.0.0.0"  # where /metrics, /healthz, /readyz listen (127.0.0.1: local only)
+    )
     lease_seconds: float = Field(default=30.0, gt=0)
     rabbitmq_management_url: SecretStr | None = None
     # Days a loaded mail's raw source is kept (`mailintake emails prune-raw`); None: forever.
     raw_retention_days: int | None = Field(default=None, ge=0)
+
+    # A stage's own broker user (MAILINTAKE_AMQP_URL_<STAGE>), else amqp_url: see stage_amqp_url.
+    amqp_url_fetcher: SecretStr | None = None
+    amqp_url_binder: SecretStr | None = None
+    amqp_url_assigner: SecretStr | None = None
+    amqp_url_notifier: SecretStr | None = None
+
+    def stage_amqp_url(self, stage: str) -> str:
+        """The AMQP URL `stage` connects with: its own user's if set, else amqp_url."""
+        own = getattr(self, f"amqp_url_{stage}", None)
+        return (own or self.amqp_url).get_secret_value()
 
     @property
     def mongo_database(self) -> str:

@@ -17,5 +17,8 @@ for svc in $SERVICES; do
     service_up "$svc"
 done
 
+rabbitmq_users
+say "rabbitmq users: $BROKER_ROLES ($(since "$t0"))"
+
 write_env_file
 say "env: . $STATE/env.sh (total $(since "$t0"))"

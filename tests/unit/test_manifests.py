@@ -8,13 +8,18 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.brokeraccess import USERS
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 STAGES = ("fetcher", "binder", "assigner", "notifier")
-SECRET_KEYS = {
-    "MAILINTAKE_AMQP_URL": "amqp-url",
-    "MAILINTAKE_MONGO_URL": "mongo-url",
-    "MAILINTAKE_SECRET_KEY": "secret-key",
-}
+SECRET_KEYS = {"MAILINTAKE_AMQP_URL": "amqp-url", "MAILINTAKE_MONGO_URL": "mongo-url"}
+FERNET = {"MAILINTAKE_SECRET_KEY": "secret-key"}
+DECRYPTS = {"fetcher", "notifier"}  # mailbox passwords; webhook signing secrets
+
+
+def own_keys(stage: str) -> dict[str, str]:
+    """The secret keys a stage's process gets: its URLs, and the Fernet key if it decrypts."""
+    return SECRET_KEYS | (FERNET if stage in DECRYPTS else {})
 
 
 def k8s_documents() -> list[dict[str, Any]]:
@@ -42,20 +47,66 @@ def test_each_deployment_has_probes_resources_secrets_and_a_long_grace(stage: st
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])
-    refs = {
+    plain = {e["name"] for e in container["env"] if "value" in e}
+    assert not plain & {*SECRET_KEYS, *FERNET}  # no URL or key in plain text
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {
         e["name"]: e["valueFrom"]["secretKeyRef"]
         for e in container["env"]
         if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
     }
-    for name, key in SECRET_KEYS.items():
-        assert refs[name] == {"name": "mailintake-secrets", "key": key}
-    plain = {e["name"] for e in container["env"] if "value" in e}
-    assert not plain & set(SECRET_KEYS)  # no URL or key in plain text
 
 
-def test_the_secret_holds_every_key_the_deployments_use() -> None:
-    secret = of_kind("Secret")["mailintake-secrets"]
-    assert {*SECRET_KEYS.values(), "rabbitmq-management-url"} <= set(secret["stringData"])
+def deployment_container(stage: str) -> dict[str, Any]:
+    spec = of_kind("Deployment")[f"mailintake-{stage}"]["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    return dict(container)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_deployment_gets_only_its_own_secret_and_keys(stage: str) -> None:
+    refs = secret_refs(deployment_container(stage))
+    own = {"name": f"mailintake-{stage}"}
+    assert refs == {name: own | {"key": key} for name, key in own_keys(stage).items()}
+    secret = of_kind("Secret")[f"mailintake-{stage}"]["stringData"]
+    assert set(secret) == set(own_keys(stage).values())  # nothing in it the stage does not use
+    assert secret["amqp-url"].startswith(f"amqp://mailintake-{stage}:")  # its own broker user
+
+
+@pytest.mark.parametrize("stage", sorted(set(STAGES) - DECRYPTS))
+def test_a_pod_that_decrypts_nothing_has_no_fernet_key(stage: str) -> None:
+    container = deployment_container(stage)
+    assert "MAILINTAKE_SECRET_KEY" not in {e["name"] for e in container["env"]}
+    assert "secret-key" not in of_kind("Secret")[f"mailintake-{stage}"]["stringData"]
+
+
+def test_no_stage_gets_the_management_api_and_keda_reads_it_as_the_monitor() -> None:
+    for stage in STAGES:
+        assert "MAILINTAKE_RABBITMQ_MANAGEMENT_URL" not in secret_refs(deployment_container(stage))
+    [ref] = of_kind("TriggerAuthentication")["mailintake-rabbitmq"]["spec"]["secretTargetRef"]
+    url = of_kind("Secret")[ref["name"]]["stringData"][ref["key"]]
+    assert url.startswith("http://mailintake-monitor:")
+
+
+def test_the_set_up_job_creates_every_broker_user_before_the_stages() -> None:
+    job = of_kind("Job")["mailintake-broker-setup"]["spec"]["template"]["spec"]
+    [container] = job["containers"]
+    assert container["args"] == ["shared.brokeraccess", "apply"]
+    [source] = container["envFrom"]
+    setup = of_kind("Secret")[source["secretRef"]["name"]]["stringData"]
+    roles = {u.role.upper() for u in USERS}
+    assert {f"MAILINTAKE_BROKER_PASSWORD_{r}" for r in roles} <= set(setup)
+    assert {"MAILINTAKE_RABBITMQ_ADMIN_URL", "MAILINTAKE_AMQP_URL_OPERATOR"} <= set(setup)
+
+
+def test_the_store_urls_are_the_app_user_with_credentials() -> None:
+    for name, secret in of_kind("Secret").items():
+        url = secret["stringData"].get("mongo-url")
+        if url is not None:
+            assert url.startswith("mongodb://mailintake:"), name
+            assert "authSource=" in url, name
 
 
 @pytest.mark.parametrize("stage", ["binder", "assigner", "notifier"])
@@ -80,9 +131,13 @@ def test_kustomization_lists_every_manifest() -> None:
     assert set(listed) == on_disk
 
 
+def compose_services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    return services
+
+
 def test_compose_runs_the_broker_the_store_and_scalable_stages() -> None:
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    services = compose["services"]
+    services = compose_services()
     assert "management" in services["rabbitmq"]["image"]
     assert services["mongodb"]["image"].startswith("mongo")
     for stage in STAGES:
@@ -92,6 +147,32 @@ def test_compose_runs_the_broker_the_store_and_scalable_stages() -> None:
         assert set(SECRET_KEYS) <= set(service["environment"])
     for stage in ("binder", "assigner", "notifier"):
         assert services[stage]["deploy"]["replicas"] >= 2
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_compose_gives_each_stage_its_own_broker_user_and_the_key_only_where_used(
+    stage: str,
+) -> None:
+    service = compose_services()[stage]
+    env = service["environment"]
+    assert env["MAILINTAKE_AMQP_URL"].startswith(f"amqp://mailintake-{stage}:")
+    assert ("MAILINTAKE_SECRET_KEY" in env) == (stage in DECRYPTS)
+    assert "MAILINTAKE_RABBITMQ_MANAGEMENT_URL" not in env
+    assert env["MAILINTAKE_MONGO_URL"].startswith("mongodb://mailintake:")
+    assert service["depends_on"]["broker-setup"] == {"condition": "service_completed_successfully"}
+
+
+def test_compose_store_has_a_root_user_and_creates_the_app_user() -> None:
+    services = compose_services()
+    mongo = services["mongodb"]
+    assert {"MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD"} <= set(mongo["environment"])
+    [init] = [v for v in mongo["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert (DEPLOY / init.split(":")[0]).resolve().is_file()
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_USER"] != "guest"
+    setup = services["broker-setup"]
+    assert setup["command"] == ["shared.brokeraccess", "apply"]
+    roles = {u.role.upper() for u in USERS}
+    assert {f"MAILINTAKE_BROKER_PASSWORD_{r}" for r in roles} <= set(setup["environment"])
 
 
 def test_one_image_runs_any_stage() -> None:

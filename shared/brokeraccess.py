@@ -1,0 +1,231 @@
+"""Who may do what on RabbitMQ: one user per stage, and the operator who declares the topology.
+
+Plain data and the standard library only, so that the local set-up (`deploy/local/lib.sh`,
+system Python) and the deploy set-up job read the same rules:
+
+    python -m shared.brokeraccess rules [NAMESPACE]  # the rules, one user a line (for lib.sh)
+    python -m shared.brokeraccess apply              # users and rules through the management API
+
+The permission patterns fit any namespace (`<namespace>.binder.in`, ...), so that a test's
+namespace is held to the same rules as production's; the virtual host is what separates two
+deployments. Topic rules (which routing keys a user may publish) are RabbitMQ's per exchange
+*name*: they are granted per namespace, and an events exchange without them lets any user
+that may write to it publish any routing key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+from shared.topology import STAGE_BINDINGS, Topology
+
+# A namespace as Settings allows it (`^[a-z][a-z0-9_.-]{0,40}$`).
+_NS = r"[a-z][a-z0-9_.-]*"
+NOTHING = "^$"
+EVENTS = rf"^{_NS}\.events$"
+ANY_QUEUE = rf"{_NS}\.({'|'.join(STAGE_BINDINGS)})\.in(\.retry|\.dlq)?"
+
+
+def _queues(*stages: str) -> str:
+    return rf"{_NS}\.({'|'.join(stages)})\.in"
+
+
+def _keys(*keys: str) -> str:
+    return rf"^({'|'.join(keys)})$"
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    """One RabbitMQ user: its permission regexes on the virtual host and on the events topics.
+
+    `configure` declares and deletes; `write` publishes (to an exchange) and binds (a queue);
+    `read` consumes, gets and purges (a queue) and binds (an exchange). `topic_write` is
+    matched against the routing key of every publish to the events exchange.
+    """
+
+    role: str
+    configure: str
+    write: str
+    read: str
+    topic_write: str = NOTHING
+    topic_read: str = NOTHING
+    tags: str = ""
+
+    @property
+    def env(self) -> str:
+        """The variable holding this user's AMQP URL, e.g. MAILINTAKE_AMQP_URL_BINDER."""
+        return f"MAILINTAKE_AMQP_URL_{self.role.upper()}"
+
+
+def _consumer(stage: str, *publishes: str, queues: tuple[str, ...] = ()) -> BrokerUser:
+    """A consuming stage: reads its own queues, publishes `publishes` on the events exchange
+    and sends its failures to its own `.retry`/`.dlq` through the default exchange."""
+    return BrokerUser(
+        role=stage,
+        configure=NOTHING,
+        write=rf"^({EVENTS[1:-1]}|amq\.default)$",  # amq.default: the default ("") exchange
+        read=rf"^{_queues(*(queues or (stage,)))}$",
+        topic_write=_keys(*publishes),
+    )
+
+
+# Who declares the topology: the operator (`python -m shared.brokeraccess apply`, or any
+# process run as a user with `configure`). A stage without `configure` finds it declared.
+USERS: tuple[BrokerUser, ...] = (
+    BrokerUser(
+        role="fetcher",
+        configure=NOTHING,
+        write=EVENTS,
+        read=NOTHING,
+        topic_write=_keys(r"mail\.fetched\..+", r"account\.failed", r"account\.warning"),
+    ),
+    _consumer("binder", r"mail\.bound", r"mail\.routed", r"mail\.skipped"),
+    _consumer("assigner", r"mail\.routed"),
+    # The webhook worker runs in the notifier's process: one user for both queues.
+    _consumer("notifier", r"notification\.created", queues=("notifier", "webhook")),
+    BrokerUser(
+        role="operator",
+        configure=rf"^({EVENTS[1:-1]}|{ANY_QUEUE})$",
+        write=rf"^({EVENTS[1:-1]}|{ANY_QUEUE}|amq\.default)$",
+        read=rf"^({EVENTS[1:-1]}|{ANY_QUEUE})$",
+        topic_write=NOTHING,
+        topic_read=".*",
+        tags="management",
+    ),
+    # What reads queue lengths from the management API (KEDA): nothing on AMQP.
+    BrokerUser(role="monitor", configure=NOTHING, write=NOTHING, read=NOTHING, tags="monitoring"),
+)
+
+
+def user(role: str) -> BrokerUser:
+    for u in USERS:
+        if u.role == role:
+            return u
+    raise ValueError(f"unknown broker role {role!r}; one of {', '.join(u.role for u in USERS)}")
+
+
+def user_name(role: str, prefix: str = "mailintake") -> str:
+    """The RabbitMQ user of `role`, e.g. mailintake-binder."""
+    return f"{prefix}-{user(role).role}"
+
+
+def rules_lines(namespace: str = "mailintake", prefix: str = "mailintake") -> str:
+    """One line per user, tab-separated: name, tags, configure, write, read, topic write,
+    topic read, the events exchange of `namespace` (what lib.sh hands to rabbitmqctl)."""
+    exchange = Topology(namespace).exchange
+    rows = [_row(u, prefix, exchange) for u in USERS]
+    return "".join("\t".join(row) + "\n" for row in rows)
+
+
+def _row(u: BrokerUser, prefix: str, exchange: str) -> list[str]:
+    name = user_name(u.role, prefix)
+    return [
+        name,
+        u.tags or "-",
+        u.configure,
+        u.write,
+        u.read,
+        u.topic_write,
+        u.topic_read,
+        exchange,
+    ]
+
+
+def apply(
+    management_url: str,
+    passwords: dict[str, str],
+    *,
+    namespace: str,
+    vhost: str = "/",
+    prefix: str = "mailintake",
+) -> list[str]:
+    """Create or update the users of `passwords` (role -> password) and their rules (the topic
+    rules on `namespace`'s events exchange) through the RabbitMQ management API at
+    `management_url` (an administrator's); the user names."""
+    done, exchange = [], Topology(namespace).exchange
+    for role, password in passwords.items():
+        u, name = user(role), user_name(role, prefix)
+        _put(management_url, f"users/{_q(name)}", {"password": password, "tags": u.tags})
+        rules = {"configure": u.configure, "write": u.write, "read": u.read}
+        _put(management_url, f"permissions/{_q(vhost)}/{_q(name)}", rules)
+        topic = {"exchange": exchange, "write": u.topic_write, "read": u.topic_read}
+        _put(management_url, f"topic-permissions/{_q(vhost)}/{_q(name)}", topic)
+        done.append(name)
+    return done
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _put(management_url: str, path: str, body: dict[str, str]) -> None:
+    parts = urllib.parse.urlsplit(management_url)
+    host = f"{parts.hostname or ''}:{parts.port}" if parts.port else parts.hostname or ""
+    base = parts._replace(netloc=host)
+    request = urllib.request.Request(
+        f"{base.geturl().rstrip('/')}/api/{path}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"content-type": "application/json"},
+    )
+    user_pass = f"{parts.username or ''}:{parts.password or ''}"
+    auth = urllib.parse.unquote(user_pass).encode()
+    request.add_header("authorization", "Basic " + base64.b64encode(auth).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:200]
+        raise RuntimeError(f"RabbitMQ refused PUT /api/{path}: HTTP {exc.code} {detail}") from exc
+
+
+def main(argv: list[str]) -> int:
+    """`rules`: print the rules; `apply`: create the users whose password is in the environment
+    (MAILINTAKE_BROKER_PASSWORD_<ROLE>) with MAILINTAKE_RABBITMQ_ADMIN_URL, then declare the
+    topology as the operator (MAILINTAKE_AMQP_URL_OPERATOR)."""
+    if argv[1:2] == ["rules"] and len(argv) <= 3:
+        sys.stdout.write(rules_lines(*argv[2:3]))
+        return 0
+    if argv[1:] == ["apply"]:
+        return _apply_from_env()
+    print("usage: python -m shared.brokeraccess rules [NAMESPACE] | apply", file=sys.stderr)
+    return 2
+
+
+def _apply_from_env() -> int:
+    admin = os.environ.get("MAILINTAKE_RABBITMQ_ADMIN_URL")
+    if not admin:
+        print("MAILINTAKE_RABBITMQ_ADMIN_URL is not set", file=sys.stderr)
+        return 2
+    passwords = {
+        u.role: os.environ[f"MAILINTAKE_BROKER_PASSWORD_{u.role.upper()}"]
+        for u in USERS
+        if os.environ.get(f"MAILINTAKE_BROKER_PASSWORD_{u.role.upper()}")
+    }
+    vhost = os.environ.get("MAILINTAKE_RABBITMQ_VHOST", "/")
+    namespace = os.environ.get("MAILINTAKE_NAMESPACE", "mailintake")
+    done = apply(admin, passwords, namespace=namespace, vhost=vhost)
+    print("broker users:", ", ".join(done) or "none")
+    operator = os.environ.get(user("operator").env)
+    if operator:  # the stages' own settings: the same namespace and delivery limit
+        from shared.messaging import Broker
+        from shared.settings import Settings
+        from shared.topology import Topology
+
+        settings = Settings()
+        broker = Broker(operator, Topology(settings.namespace, settings.delivery_limit))
+        broker.declare()
+        broker.close()
+        print(f"topology declared: {settings.namespace}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

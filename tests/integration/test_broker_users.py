@@ -1,0 +1,269 @@
+"""Each stage's RabbitMQ user, as deploy/local creates it, may do what its stage does, no more.
+
+The users and their rules are the running broker's (deploy/local/lib.sh `rabbitmq_users`, from
+shared/brokeraccess.py); their URLs come from env.sh (MAILINTAKE_LOCAL_AMQP_URL_<ROLE>). The
+rules fit any namespace, so each test holds them to its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from shared.brokeraccess import apply
+from shared.errors import BrokerUnavailableError
+from shared.messaging import Broker
+from shared.settings import Settings
+from shared.topology import Topology
+from shared.wire import Outgoing
+from tests.services import REPO, missing
+
+pytestmark = pytest.mark.integration
+
+LIB_SH = REPO / "deploy" / "local" / "lib.sh"
+
+
+def role_url(role: str) -> str:
+    name = f"MAILINTAKE_LOCAL_AMQP_URL_{role.upper()}"
+    url = os.environ.get(name)
+    if not url:
+        missing("RabbitMQ's mailintake users", f"{name} is not set: run deploy/local/up.sh")
+    assert url is not None
+    return url
+
+
+def lib_sh(*command: str) -> None:
+    """Run a function of deploy/local/lib.sh, as up.sh does."""
+    script = f'set -euo pipefail; . "$1"; {shlex.join(command)}'
+    subprocess.run(["bash", "-c", script, "-", str(LIB_SH)], check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def shared_namespace(amqp_url: str) -> Iterator[Topology]:
+    """One namespace for the module: its topology (declared as an administrator) and its topic
+    rules, granted as deploy/local grants them (RabbitMQ keys them by exchange name)."""
+    topology = Topology(f"t{uuid.uuid4().hex[:10]}", delivery_limit=3)
+    admin = Broker(amqp_url, topology)
+    admin.connect()
+    admin.declare()
+    lib_sh("rabbitmq_topic_rules", topology.namespace)
+    yield topology
+    lib_sh("rabbitmq_topic_rules", topology.namespace, "clear")
+    admin.connect()
+    for queue in topology.all_queues():
+        admin.channel.queue_delete(queue)
+    admin.channel.exchange_delete(topology.exchange)
+    admin.close()
+
+
+@pytest.fixture
+def broker(amqp_url: str, shared_namespace: Topology) -> Iterator[Broker]:
+    """An administrator's Broker on the module's namespace, its queues empty."""
+    admin = Broker(amqp_url, shared_namespace)
+    admin.connect()
+    for queue in shared_namespace.all_queues():
+        admin.purge(queue)
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def as_role(broker: Broker) -> Iterator[Callable[[str], Broker]]:
+    """A connected Broker as a role's own user, in the namespace of `broker`."""
+    opened: list[Broker] = []
+
+    def connect(role: str) -> Broker:
+        own = Broker(role_url(role), broker.topology)
+        own.connect()
+        opened.append(own)
+        return own
+
+    yield connect
+    for own in opened:
+        own.close()
+
+
+def refusal(action: Callable[[], object]) -> str | None:
+    """None when `action` is allowed, else RabbitMQ's refusal (an ACCESS_REFUSED only)."""
+    try:
+        action()
+    except BrokerUnavailableError as exc:
+        refused = str(exc)
+    else:
+        return None
+    assert "403" in refused and "ACCESS_REFUSED" in refused, refused
+    return refused
+
+
+def publish(broker: Broker, routing_key: str, exchange: str | None = None) -> Callable[[], None]:
+    return lambda: broker.publish([Outgoing(routing_key, b"{}", exchange=exchange)])
+
+
+def take(broker: Broker, stage_queue: str) -> Callable[[], object]:
+    topology = broker.topology
+    queue = topology.resolve(stage_queue)
+    return lambda: broker.get(queue)
+
+
+PUBLISHES = {  # role -> routing keys its stage publishes on the events exchange
+    "fetcher": ["mail.fetched.acc-1", "account.failed", "account.warning"],
+    "binder": ["mail.bound", "mail.routed", "mail.skipped"],
+    "assigner": ["mail.routed"],
+    "notifier": ["notification.created"],
+}
+REFUSED_KEYS = {
+    "fetcher": ["mail.bound", "mail.routed", "notification.created"],
+    "binder": ["mail.fetched.x", "account.failed", "notification.created"],
+    "assigner": ["mail.bound", "mail.skipped", "mail.fetched.x"],
+    "notifier": ["mail.bound", "mail.routed", "account.failed"],
+    "operator": ["mail.fetched.x", "mail.bound"],
+}
+CONSUMES = {
+    "binder": ["binder.in"],
+    "assigner": ["assigner.in"],
+    "notifier": ["notifier.in", "webhook.in"],
+    "operator": ["binder.in.dlq", "notifier.in.dlq", "webhook.in.dlq", "assigner.in"],
+}
+REFUSED_QUEUES = {
+    "fetcher": ["binder.in", "notifier.in"],
+    "binder": ["notifier.in", "assigner.in", "binder.in.dlq"],
+    "assigner": ["binder.in", "notifier.in", "assigner.in.dlq"],
+    "notifier": ["binder.in", "assigner.in", "notifier.in.dlq"],
+}
+
+
+@pytest.mark.parametrize(("role", "key"), [(r, k) for r, ks in PUBLISHES.items() for k in ks])
+def test_a_stage_publishes_its_own_routing_keys(
+    broker: Broker, as_role: Callable[[str], Broker], role: str, key: str
+) -> None:
+    assert refusal(publish(as_role(role), key)) is None
+    queues = broker.topology.work_queues()
+    assert sum(broker.queue_counts(q)[0] for q in queues) == 1  # routed to its stage
+
+
+@pytest.mark.parametrize(("role", "key"), [(r, k) for r, ks in REFUSED_KEYS.items() for k in ks])
+def test_a_stage_may_not_publish_another_stages_routing_keys(
+    broker: Broker, as_role: Callable[[str], Broker], role: str, key: str
+) -> None:
+    refused = refusal(publish(as_role(role), key))
+    assert refused is not None and f"'{key}'" in refused
+    for stage in ("binder", "assigner", "notifier", "webhook"):
+        assert broker.queue_counts(broker.topology.work_queue(stage))[0] == 0
+
+
+@pytest.mark.parametrize(("role", "queue"), [(r, q) for r, qs in CONSUMES.items() for q in qs])
+def test_a_stage_takes_from_its_own_queues(
+    broker: Broker, as_role: Callable[[str], Broker], role: str, queue: str
+) -> None:
+    name = broker.topology.resolve(queue)
+    broker.publish([Outgoing(name, b"{}", exchange="")])
+    got = as_role(role).get(name)
+    assert got is not None and got[0].body == b"{}"
+
+
+@pytest.mark.parametrize(
+    ("role", "queue"), [(r, q) for r, qs in REFUSED_QUEUES.items() for q in qs]
+)
+def test_a_stage_may_not_take_from_another_stages_queue(
+    broker: Broker, as_role: Callable[[str], Broker], role: str, queue: str
+) -> None:
+    name = broker.topology.resolve(queue)
+    broker.publish([Outgoing(name, b"{}", exchange="")])
+    refused = refusal(take(as_role(role), queue))
+    assert refused is not None and name in refused
+    assert broker.queue_counts(name)[0] == 1  # still there
+
+
+@pytest.mark.parametrize("stage", ["binder", "assigner", "notifier"])
+def test_a_stage_sends_its_failures_to_its_own_retry_and_dead_letter_queues(
+    broker: Broker, as_role: Callable[[str], Broker], stage: str
+) -> None:
+    work = broker.topology.work_queue(stage)
+    own = as_role(stage)
+    for queue in (Topology.dead_letter_queue(work), Topology.retry_queue(work)):
+        assert refusal(publish(own, queue, exchange="")) is None
+    assert broker.queue_counts(Topology.dead_letter_queue(work))[0] == 1
+
+
+@pytest.mark.parametrize("role", ["fetcher", "binder", "assigner", "notifier"])
+def test_a_stage_may_not_declare_but_finds_the_declared_topology(
+    broker: Broker, as_role: Callable[[str], Broker], role: str
+) -> None:
+    own = as_role(role)
+    own.declare()  # refused, then checked: all there
+    with pytest.raises(Exception, match="ACCESS_REFUSED"):
+        own.channel.exchange_declare(f"{own.topology.namespace}x.events", exchange_type="topic")
+
+
+def test_a_stage_user_cannot_delete_a_queue(
+    broker: Broker, as_role: Callable[[str], Broker]
+) -> None:
+    binder = as_role("binder")
+    queue = broker.topology.work_queue("binder")
+    with pytest.raises(Exception, match="ACCESS_REFUSED"):
+        binder.channel.queue_delete(queue)
+    assert broker.queue_exists(queue)
+
+
+def own_broker(role: str, settings: Settings) -> Broker:
+    broker = Broker(role_url(role), Topology(settings.namespace, settings.delivery_limit))
+    broker.connect()
+    return broker
+
+
+def test_a_stage_user_waits_for_a_topology_nobody_declared(settings: Settings) -> None:
+    binder = own_broker("binder", settings)
+    try:
+        with pytest.raises(BrokerUnavailableError, match="is not declared, and this user may"):
+            binder.declare()
+    finally:
+        binder.close()
+
+
+def test_the_operator_declares_the_whole_topology(settings: Settings) -> None:
+    operator = own_broker("operator", settings)
+    try:
+        operator.declare()
+        for queue in operator.topology.all_queues():
+            assert operator.queue_exists(queue)
+    finally:
+        operator.close()
+
+
+def test_the_set_up_job_grants_the_same_rules_through_the_management_api(broker: Broker) -> None:
+    """What compose and k8s run (`python -m shared.brokeraccess apply`), on test users."""
+    admin = os.environ.get("MAILINTAKE_RABBITMQ_MANAGEMENT_URL")
+    if not admin:
+        missing("RabbitMQ's management API", "MAILINTAKE_RABBITMQ_MANAGEMENT_URL is not set")
+    assert admin is not None
+    prefix, password = f"{broker.topology.namespace}-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    names = apply(admin, {"binder": password}, namespace=broker.topology.namespace, prefix=prefix)
+    try:
+        parts = urlsplit(role_url("binder"))
+        url = parts._replace(netloc=f"{names[0]}:{password}@{parts.hostname}:{parts.port}")
+        binder = Broker(url.geturl(), broker.topology)
+        assert refusal(publish(binder, "mail.bound")) is None
+        assert refusal(publish(binder, "mail.fetched.x")) is not None
+        assert refusal(take(binder, "notifier.in")) is not None
+        binder.close()
+    finally:
+        for name in names:
+            _delete_user(admin, name)
+
+
+def _delete_user(management_url: str, name: str) -> None:
+    parts = urlsplit(management_url)
+    request = urllib.request.Request(
+        f"http://{parts.hostname}:{parts.port}/api/users/{name}", method="DELETE"
+    )
+    token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+    request.add_header("authorization", f"Basic {token}")
+    urllib.request.urlopen(request, timeout=10).close()
