@@ -6,7 +6,9 @@ hand, then the process.
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 from api.settings import ApiSettings
 from shared.health import probe_ready
@@ -38,6 +40,10 @@ def run(settings: ApiSettings | None = None) -> int:
         return check(settings)
     configure_logging(settings.log_format, settings.log_level)
     log.info("api_starting", addr=settings.api_addr)
+    # uvicorn drains on SIGTERM/SIGINT, then raises the signal again into the handler it found:
+    # the drain is done by then, so that handler lets the process end with 0 like the stages.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _drained)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -46,7 +52,12 @@ def run(settings: ApiSettings | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+    log.info("api_stopped")
     return 0
+
+
+def _drained(_signum: int, _frame: FrameType | None) -> None:
+    """Nothing left to do: uvicorn has finished the requests in hand."""
 
 
 def main() -> int:

@@ -25,9 +25,12 @@ from ops import oauth
 from ops.accounts import PLAINTEXT_PORTS, AccountLimitError, insert_account
 from shared.accounts import Account, AccountConfig
 from shared.crypto import SecretBox
+from shared.errors import MailintakeError
 from shared.store import Doc, Store, store_errors
 
-router = APIRouter(prefix="/accounts", tags=["accounts"], responses=responses(401, 403, 404, 422))
+router = APIRouter(
+    prefix="/accounts", tags=["accounts"], responses=responses(400, 401, 403, 404, 422)
+)
 SecretBoxDep = Annotated[SecretBox, Depends(secret_box)]
 
 
@@ -168,7 +171,10 @@ async def test_account(
     account = Account.model_validate(doc)
     secret_box(request)
     ctx = command_context(request)
-    secret = await run_in_threadpool(oauth.login_secret, ctx, account)
+    try:
+        secret = await run_in_threadpool(oauth.login_secret, ctx, account)
+    except MailintakeError as exc:  # a secret the key cannot read, an OAuth2 refusal
+        return AccountTest(ok=False, reason="secret", message=str(exc), summary=str(exc))
     result = await run_in_threadpool(probe, account, secret)
     return AccountTest(
         ok=result.ok,

@@ -11,7 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pymongo import ASCENDING, DESCENDING
-from starlette.routing import Match
 
 from api import accounts, letters, managers, notifications, operators, problems
 from api.settings import ApiSettings
@@ -51,11 +50,10 @@ def open_store(settings: ApiSettings) -> Store:
 
 
 def _route_name(request: Request) -> str:
-    for route in request.app.routes:
-        match, _scope = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    """The matched route's path template (never the ids in the URL), set by the router."""
+    route = request.scope.get("route")
+    path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(path) if path else "unmatched"
 
 
 def create_app(settings: ApiSettings | None = None, store: Store | None = None) -> FastAPI:

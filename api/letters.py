@@ -18,7 +18,7 @@ from shared.blobs import GridFsBlobStore
 from shared.letter import body_text, part_bytes, raw_bytes
 from shared.store import Doc, Store, store_errors
 
-router = APIRouter(tags=["letters"], responses=responses(401, 403, 404, 422))
+router = APIRouter(tags=["letters"], responses=responses(400, 401, 403, 404, 422))
 Limit = Annotated[int, Query(ge=1, le=200, description="letters per page")]
 Cursor = Annotated[str | None, Query(max_length=500, description="a page's next_cursor")]
 _LIST_FIELDS = {"_id": 1, **dict.fromkeys(("account_id", "received_at", "from_address"), 1)}

@@ -12,7 +12,9 @@ from api.problems import not_found, responses
 from ops.managers import update_manager
 from shared.store import Doc, Store, store_errors
 
-router = APIRouter(prefix="/managers", tags=["managers"], responses=responses(401, 403, 404, 422))
+router = APIRouter(
+    prefix="/managers", tags=["managers"], responses=responses(400, 401, 403, 404, 422)
+)
 
 
 class Manager(BaseModel):

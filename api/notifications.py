@@ -20,7 +20,7 @@ from shared.store import Doc, Store, store_errors
 router = APIRouter(
     prefix="/users/{user_id}/notifications",
     tags=["notifications"],
-    responses=responses(401, 403, 404, 422),
+    responses=responses(400, 401, 403, 404, 422),
 )
 After = Annotated[str | None, Query(max_length=500, description="a page's next_cursor")]
 Limit = Annotated[int, Query(ge=1, le=500)]

@@ -28,7 +28,7 @@ from shared.store import store_errors
 
 log = get_logger("mailintake.api")
 router = APIRouter(
-    prefix="/operator", tags=["operator"], responses=responses(401, 403, 404, 422, 503)
+    prefix="/operator", tags=["operator"], responses=responses(400, 401, 403, 404, 422, 503)
 )
 AGE = r"^\d+(\.\d+)?[smhdSMHD]$"
 Reason = Annotated[str | None, Query(max_length=500, description="reason contains this text")]
