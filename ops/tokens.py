@@ -136,3 +136,20 @@ def cmd_revoke(args: argparse.Namespace, ctx: Context) -> int:
             raise UserError(f"no token {args.token_id!r} of {who} (see `mailintake tokens list`)")
     print(f"token {args.token_id} revoked")
     return 0
+
+
+def print_api_access(ctx: Context, tenant: str) -> None:
+    """For `mailintake demo`: a token of the demo tenant and the curl that reads its letters."""
+    from api.settings import ApiSettings
+
+    addr = ApiSettings().api_addr
+    token = create_token(ctx.store, tenant_id=tenant, name="demo", now=datetime.now(UTC))
+    print(
+        f"\nThe HTTP API of tenant {tenant}: start it with `.venv/bin/mailintake run api` "
+        f"(it listens on {addr}, MAILINTAKE_API_ADDR), then read the demo's letters:"
+    )
+    print(f"  curl -H 'Authorization: Bearer {token}' http://{addr}/letters")
+    print(
+        f"  (its documentation: http://{addr}/docs; the token is revoked with "
+        f"`mailintake tokens revoke --tenant {tenant} {token.split('_')[1]}`)"
+    )
