@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import StoreUnavailableError
+from shared.errors import StoreUnavailableError, TransientError
 from shared.logging import get_logger
 
 log = get_logger("mailintake.api")
@@ -110,10 +110,12 @@ def install(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(StoreUnavailableError)
-    async def _store_down(_request: Request, exc: StoreUnavailableError) -> JSONResponse:
-        log.warning("api_store_unavailable", error=str(exc))
-        return problem_response(503, "the store is not reachable; try again")
+    @app.exception_handler(TransientError)
+    async def _unavailable(_request: Request, exc: TransientError) -> JSONResponse:
+        log.warning("api_service_unavailable", error=str(exc))
+        if isinstance(exc, StoreUnavailableError):
+            return problem_response(503, "the store is not reachable; try again")
+        return problem_response(503, f"{exc}; try again")
 
 
 def _content() -> dict[str, Any]:

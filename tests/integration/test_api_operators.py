@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from shared.messaging import Broker
+from shared.settings import Settings
 from shared.store import Store
-from tests.apiclient import Api
+from tests.apiclient import Api, open_api
 from tests.integration.test_ops_cli import dead_letter, depth
 from tests.processes import wait_until
 
@@ -19,11 +20,11 @@ def test_queues_show_each_stages_queues_and_their_depth(api: Api, broker: Broker
     dlq, headers = broker.topology.work_queue("binder") + ".dlq", api.token(None)
 
     def shown() -> dict[str, dict[str, object]]:
-        rows = api.client.get("/operator/queues", headers=headers).json()
-        return {r["queue"]: r for r in rows}
+        answer = api.client.get("/operator/queues", headers=headers)
+        return {r["queue"]: r for r in answer.json()} if answer.status_code == 200 else {}
 
     # The management API's figures lag by a few seconds; without it the depth is exact.
-    wait_until(lambda: shown()[dlq]["ready"] == 1, 30, "the DLQ's depth")
+    wait_until(lambda: shown().get(dlq, {}).get("ready") == 1, 30, "the DLQ's depth")
     assert shown()[dlq]["consumers"] == 0 and broker.topology.work_queue("notifier") in shown()
 
 
@@ -88,3 +89,12 @@ def test_accounts_in_error_across_tenants(api: Api, store: Store) -> None:
         ("t-a", "a1", "login rejected"),
         ("t-b", "b1", "login rejected"),
     ]
+
+
+def test_a_broker_that_is_down_is_a_503_naming_it(settings: Settings, store: Store) -> None:
+    down = Settings(**{**dict(settings), "amqp_url": "amqp://guest:guest@127.0.0.1:1/"})
+    for api in open_api(down, store):
+        answer = api.client.get("/operator/dlq/binder", headers=api.token(None))
+        assert answer.status_code == 503
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "127.0.0.1:1" in answer.json()["detail"]
