@@ -15,6 +15,7 @@ from api.settings import ApiSettings
 from ops.tokens import create_token
 from shared.blobs import GridFsBlobStore
 from shared.letter import letter_fields
+from shared.logging import configure_logging
 from shared.mail import parse_mail
 from shared.settings import Settings
 from shared.store import Store
@@ -41,6 +42,9 @@ def api_settings(settings: Settings, **extra: Any) -> ApiSettings:
 
 
 def open_api(settings: Settings, store: Store) -> Iterator[Api]:
+    # Logging as `python -m api` sets it, to this test's stderr (an earlier test may have left
+    # it writing to a stream pytest has closed since).
+    configure_logging(settings.log_format, settings.log_level)
     app = create_app(api_settings(settings), store)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield Api(client, store)

@@ -27,6 +27,7 @@ from schemathesis.checks import (
 from api.app import create_app
 from api.settings import ApiSettings
 from ops.tokens import create_token
+from shared.logging import configure_logging
 from shared.messaging import Broker
 from shared.store import Store
 from shared.topology import Topology
@@ -59,6 +60,7 @@ HEADERS: dict[str, dict[str, str]] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _services() -> Iterator[None]:
     """The module's database (with a tenant's data and tokens) and queues; removed after."""
+    configure_logging(SETTINGS.log_format, SETTINGS.log_level)  # to this run's stderr
     seed_tenant(STORE, "t-a")
     now = datetime.now(UTC)
     for who, tenant in (("tenant", "t-a"), ("operator", None)):
