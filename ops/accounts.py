@@ -22,7 +22,7 @@ from shared.accounts import (
     status_row,
 )
 from shared.netpolicy import AddressRefusedError, HostNotResolvedError, mailbox_policy
-from shared.store import Doc
+from shared.store import Doc, Store
 
 LIST_COLUMNS = [
     "_id",
@@ -238,8 +238,12 @@ def validation_lines(exc: ValidationError) -> list[str]:
     return lines
 
 
-def _limit_error(tenant_id: str, count: int) -> UserError:
-    return UserError(
+class AccountLimitError(UserError):
+    """Raised when a tenant already has the most accounts it may have."""
+
+
+def _limit_error(tenant_id: str, count: int) -> AccountLimitError:
+    return AccountLimitError(
         f"tenant {tenant_id} already has {count} accounts: "
         f"the limit is {MAX_ACCOUNTS_PER_TENANT} per tenant (nothing was added)"
     )
@@ -262,8 +266,17 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(args)
     _check_host(config)
     _check_group(ctx, config)
-    secrets = _password(args, ctx)
-    accounts = ctx.store.accounts
+    doc = insert_account(ctx.store, config, _password(args, ctx), now=datetime.now(UTC))
+    if args.json:
+        print_json(_public(doc))
+    else:
+        print(doc["_id"])
+    return 0
+
+
+def insert_account(store: Store, config: AccountConfig, secrets: Doc, *, now: datetime) -> Doc:
+    """Store a new account (enabled, state new); AccountLimitError past the tenant's limit."""
+    accounts = store.accounts
     count = accounts.count_documents({"tenant_id": config.tenant_id})
     if count >= MAX_ACCOUNTS_PER_TENANT:
         raise _limit_error(config.tenant_id, count)
@@ -272,7 +285,7 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
         "_id": uuid.uuid4().hex[:16],
         **secrets,
         "enabled": True,
-        "created_at": datetime.now(UTC),
+        "created_at": now,
         "state": {"status": "new"},
         "sync": {},
     }
@@ -281,11 +294,7 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
         # Another `add` raced this one past the limit: take ours back.
         accounts.delete_one({"tenant_id": config.tenant_id, "_id": doc["_id"]})
         raise _limit_error(config.tenant_id, MAX_ACCOUNTS_PER_TENANT)
-    if args.json:
-        print_json(_public(doc))
-    else:
-        print(doc["_id"])
-    return 0
+    return doc
 
 
 def _public(doc: Doc) -> Doc:

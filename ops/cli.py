@@ -17,6 +17,7 @@ from ops import (
     queues,
     run,
     secrets,
+    tokens,
     webhooks,
 )
 from ops.context import Context
@@ -24,7 +25,7 @@ from ops.output import UserError
 from shared.errors import ConfigError, MailintakeError
 from shared.logging import configure_logging
 
-MODULES = (accounts, crm, listings, managers, webhooks, queues, dlq, secrets, run, demo)
+MODULES = (accounts, crm, listings, managers, webhooks, queues, dlq, secrets, tokens, run, demo)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

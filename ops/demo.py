@@ -19,6 +19,7 @@ from ops.context import Context
 from ops.crm import import_data
 from ops.output import UserError, print_table
 from ops.run import STAGES
+from ops.tokens import print_api_access
 
 MANAGERS = [
     {"_id": "m-maria", "name": "Maria", "status": "free", "online": True},
@@ -258,6 +259,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
         print(f"mailintake: error: {'; '.join(missing + wrong)} (see {log_path})", file=sys.stderr)
         return 1
     print(f"\nAll {len(SAMPLES)} mails went by the rules.")
+    print_api_access(ctx, tenant)
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ops.context import Context
 from ops.known import require_tenant
 from ops.output import UserError, emit
-from shared.store import Doc
+from shared.store import Doc, Store
 
 STATUSES = ("free", "lunch", "busy", "break")
 LIST_COLUMNS = ["_id", "name", "status", "online", "assigned", "groups"]
@@ -49,11 +49,14 @@ def _find(ctx: Context, manager_id: str, tenant: str | None) -> Doc:
     return found
 
 
+def update_manager(store: Store, doc: Doc, changes: dict[str, Any]) -> None:
+    """Set a found manager's status or log-in state (within its tenant)."""
+    store.managers.update_one({"tenant_id": doc["tenant_id"], "_id": doc["_id"]}, {"$set": changes})
+
+
 def _update(ctx: Context, args: argparse.Namespace, changes: dict[str, Any]) -> int:
     doc = _find(ctx, args.manager_id, args.tenant)
-    ctx.store.managers.update_one(
-        {"tenant_id": doc["tenant_id"], "_id": doc["_id"]}, {"$set": changes}
-    )
+    update_manager(ctx.store, doc, changes)
     shown = ", ".join(
         f"{k}={'yes' if v is True else 'no' if v is False else v}" for k, v in changes.items()
     )

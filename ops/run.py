@@ -1,4 +1,5 @@
-"""`mailintake run STAGE|all`: run a stage in this process, or all four as child processes."""
+"""`mailintake run STAGE|api|all`: run a stage (or the HTTP API) in this process, or all of them
+as child processes."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from ops.context import Context
 from shared.checks import check_stage
 
 STAGES = ("fetcher", "binder", "assigner", "notifier")
+PROCESSES = (*STAGES, "api")  # the API serves the CRM; it consumes no queue
 
 
 def register(commands: Any) -> None:
     r = commands.add_parser(
         "run",
-        help="run a pipeline stage (or all four)",
-        description="Run one stage in the foreground, or `all` as four child "
+        help="run a pipeline stage, the HTTP API, or all of them",
+        description="Run one stage (or the HTTP API) in the foreground, or `all` as child "
         "processes. SIGTERM finishes the message in hand, then exits.",
     )
-    r.add_argument("stage", choices=[*STAGES, "all"])
+    r.add_argument("stage", choices=[*PROCESSES, "all"])
     r.add_argument(
         "--check",
         action="store_true",
@@ -36,17 +38,26 @@ def register(commands: Any) -> None:
 
 def cmd_run(args: argparse.Namespace, ctx: Context) -> int:
     if args.check:
-        stages = STAGES if args.stage == "all" else (args.stage,)
-        return max(check_stage(stage, ctx.settings) for stage in stages)
+        stages = PROCESSES if args.stage == "all" else (args.stage,)
+        return max(_check(stage, ctx) for stage in stages)
     if args.stage != "all":
         module = importlib.import_module(f"{args.stage}.__main__")
         return int(module.main())
     return run_all()
 
 
+def _check(stage: str, ctx: Context) -> int:
+    if stage == "api":
+        from api.__main__ import check
+        from api.settings import ApiSettings
+
+        return check(ApiSettings())
+    return check_stage(stage, ctx.settings)
+
+
 def run_all() -> int:
-    """Start the four stages; stop them all when one dies or on SIGTERM/SIGINT."""
-    children = [subprocess.Popen([sys.executable, "-m", s]) for s in STAGES]
+    """Start the four stages and the API; stop them all when one dies or on SIGTERM/SIGINT."""
+    children = [subprocess.Popen([sys.executable, "-m", s]) for s in PROCESSES]
     stopping = False
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:

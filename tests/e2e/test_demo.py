@@ -9,14 +9,16 @@ import sys
 import pytest
 
 from shared.messaging import Broker
+from shared.settings import Settings
 from shared.store import Store
+from tests.apiclient import open_api
 from tests.services import REPO, MailServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_the_demo_shows_every_rule_and_every_managers_notifications(
-    stage_env: dict[str, str], store: Store, broker: Broker, mail: MailServer
+    stage_env: dict[str, str], store: Store, broker: Broker, mail: MailServer, settings: Settings
 ) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli", "demo", "--timeout", "120"],
@@ -47,3 +49,10 @@ def test_the_demo_shows_every_rule_and_every_managers_notifications(
     assert sorted(assigned) in (["Ivan", "Maria", "Maria"], ["Ivan", "Ivan", "Maria"])
     assert re.search(r"^admin \(account owner\)\s+message_skipped\s+Hello\?", notes, re.M)
     assert "All 6 mails went by the rules." in out
+
+    # It ends with a token of its tenant and the curl that reads its letters over the API.
+    [(token, url)] = re.findall(r"^  curl -H 'Authorization: Bearer (\S+)' (\S+)$", out, re.M)
+    assert url == "http://127.0.0.1:8080/letters"
+    for api in open_api(settings, store):
+        letters = api.client.get("/letters", headers={"Authorization": f"Bearer {token}"})
+        assert letters.status_code == 200 and len(letters.json()["items"]) == 6

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from shared.settings import Settings
+from shared.store import Store
+from tests.apiclient import Api, open_api
 from tests.conftest import settings_env
 from tests.services import REPO
 
@@ -34,3 +36,9 @@ def cli(settings: Settings) -> Cli:
         return result
 
     return run
+
+
+@pytest.fixture
+def api(settings: Settings, store: Store) -> Iterator[Api]:
+    """The HTTP API on the test's store (the same app uvicorn serves), through TestClient."""
+    yield from open_api(settings, store)

@@ -34,7 +34,24 @@ def of_kind(kind: str) -> dict[str, dict[str, Any]]:
 
 
 def test_every_stage_has_a_deployment() -> None:
-    assert set(of_kind("Deployment")) == {f"mailintake-{s}" for s in STAGES}
+    assert set(of_kind("Deployment")) == {f"mailintake-{s}" for s in (*STAGES, "api")}
+
+
+def test_the_api_is_served_probed_on_its_port_and_scaled_on_cpu() -> None:
+    spec = of_kind("Deployment")["mailintake-api"]["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert container["args"] == ["api"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MAILINTAKE_API_ADDR"]["value"] == "0.0.0.0:8080"
+    for name, key in SECRET_KEYS.items():
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mailintake-secrets", "key": key}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8080}]
+    service = of_kind("Service")["mailintake-api"]["spec"]
+    assert service["ports"][0]["targetPort"] == "http"
+    hpa = of_kind("HorizontalPodAutoscaler")["mailintake-api"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "mailintake-api" and hpa["minReplicas"] >= 2
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -147,6 +164,10 @@ def test_compose_runs_the_broker_the_store_and_scalable_stages() -> None:
         assert set(SECRET_KEYS) <= set(service["environment"])
     for stage in ("binder", "assigner", "notifier"):
         assert services[stage]["deploy"]["replicas"] >= 2
+    api = services["api"]
+    assert api["command"] == ["api"] and api["ports"] == ["127.0.0.1:8080:8080"]
+    assert api["environment"]["MAILINTAKE_API_ADDR"] == "0.0.0.0:8080"
+    assert set(SECRET_KEYS) <= set(api["environment"])
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -1,0 +1,162 @@
+"""The accounts' request and response bodies (the fields of `mailintake accounts add`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from shared.accounts import InitialSync, Protocol, Security, status_row
+
+
+class AccountOptions(BaseModel):
+    """What may be set when adding or changing an account (not where it stores a CA file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner_id: str = Field(min_length=1, max_length=200, description="gets skip/error notices")
+    protocol: Protocol
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=0, ge=0, le=65535, description="0: by protocol and security")
+    security: Security | None = Field(
+        default=None, description="ssl (default), starttls, or none (plaintext: say it)"
+    )
+    username: str = Field(min_length=1, max_length=320)
+    folder: str = "INBOX"
+    shop_id: str | None = None
+    delete_after_import: bool = False
+    notify_manager: bool = False
+    create_customer: bool = False
+    manager_group_id: str | None = None
+    notify_skipped: bool = False
+    ignore_auto_replies: bool = False
+    thread_replies: bool = False
+    tag_requires_sender: bool = False
+    initial_sync: InitialSync = "unseen"
+    poll_interval: float = Field(default=60.0, ge=1, le=86_400)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+
+
+class AccountCreate(AccountOptions):
+    """A new account: its options and its password (write-only, stored encrypted)."""
+
+    password: SecretStr = Field(
+        min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
+    )
+
+
+class AccountUpdate(BaseModel):
+    """The options to change (those left out stay as they are); a new password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner_id: str | None = Field(default=None, min_length=1, max_length=200)
+    host: str | None = Field(default=None, min_length=1, max_length=253)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Security | None = None
+    username: str | None = Field(default=None, min_length=1, max_length=320)
+    folder: str | None = None
+    shop_id: str | None = None
+    delete_after_import: bool | None = None
+    notify_manager: bool | None = None
+    create_customer: bool | None = None
+    manager_group_id: str | None = None
+    notify_skipped: bool | None = None
+    ignore_auto_replies: bool | None = None
+    thread_replies: bool | None = None
+    tag_requires_sender: bool | None = None
+    initial_sync: InitialSync | None = None
+    poll_interval: float | None = Field(default=None, ge=1, le=86_400)
+    max_message_bytes: int | None = Field(default=None, ge=1024)
+    password: SecretStr | None = Field(
+        default=None, min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
+    )
+
+
+class AccountView(BaseModel):
+    """A stored account as the API shows it (never a password or token)."""
+
+    id: str
+    tenant_id: str
+    owner_id: str
+    protocol: str
+    host: str
+    port: int
+    security: str
+    username: str
+    folder: str
+    shop_id: str | None = None
+    delete_after_import: bool
+    notify_manager: bool
+    create_customer: bool
+    manager_group_id: str | None = None
+    notify_skipped: bool
+    ignore_auto_replies: bool
+    thread_replies: bool
+    tag_requires_sender: bool
+    initial_sync: str
+    poll_interval: float
+    max_message_bytes: int
+    auth: str
+    enabled: bool
+    created_at: datetime | None = None
+    state: str = Field(description="new, syncing, ok, error or disabled")
+    message: str | None = None
+
+
+class AccountStatus(BaseModel):
+    """What `mailintake accounts status` shows: the first load's progress, rate and ETA."""
+
+    id: str
+    state: str
+    since: datetime | None = None
+    last_fetch: datetime | None = None
+    backlog: int
+    done: int
+    total: int
+    progress: str
+    rate_per_second: float | None = None
+    eta_seconds: int | None = None
+    message: str | None = None
+
+
+class AccountTest(BaseModel):
+    """The outcome of `accounts test`: log in, open the folder; what failed."""
+
+    ok: bool
+    reason: str
+    message: str
+    summary: str
+    messages: int | None = None
+
+
+def view(doc: dict[str, Any], *, now: datetime) -> AccountView:
+    row = status_row(doc, now=now)
+    return AccountView.model_validate(
+        {
+            **doc,
+            "id": doc["_id"],
+            "auth": doc.get("auth", "password"),
+            "state": row["state"],
+            "message": row["message"],
+        }
+    )
+
+
+def status(doc: dict[str, Any], *, now: datetime) -> AccountStatus:
+    row = status_row(doc, now=now)
+    progress = doc.get("progress") or {}
+    return AccountStatus(
+        id=doc["_id"],
+        state=row["state"],
+        since=row["since"],
+        last_fetch=row["last_fetch"],
+        backlog=row["backlog"],
+        done=int(progress.get("done", 0)),
+        total=int(progress.get("total", 0)),
+        progress=row["progress"],
+        rate_per_second=float(row["rate"].removesuffix("/s")) if row["rate"] else None,
+        eta_seconds=int(row["eta"].removesuffix("s")) if row["eta"] else None,
+        message=row["message"],
+    )

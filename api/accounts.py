@@ -1,0 +1,185 @@
+"""/accounts: a tenant's mailboxes, as `mailintake accounts` handles them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from api.account_models import (
+    AccountCreate,
+    AccountStatus,
+    AccountTest,
+    AccountUpdate,
+    AccountView,
+    status,
+    view,
+)
+from api.auth import StoreDep, Tenant
+from api.context import command_context, secret_box
+from api.problems import FieldError, ProblemError, field_errors, not_found, responses
+from ops import oauth
+from ops.accounts import PLAINTEXT_PORTS, AccountLimitError, insert_account
+from shared.accounts import Account, AccountConfig
+from shared.crypto import SecretBox
+from shared.errors import MailintakeError
+from shared.store import Doc, Store, store_errors
+
+router = APIRouter(
+    prefix="/accounts", tags=["accounts"], responses=responses(400, 401, 403, 404, 422)
+)
+SecretBoxDep = Annotated[SecretBox, Depends(secret_box)]
+
+
+def find_account(store: Store, tenant: str, account_id: str) -> Doc:
+    with store_errors("read the account"):
+        doc = store.accounts.find_one({"_id": account_id, "tenant_id": tenant})
+    if doc is None:
+        raise not_found("account", account_id)
+    return doc
+
+
+def _config(tenant: str, fields: dict[str, Any]) -> AccountConfig:
+    security = fields.get("security")
+    if security is None and fields.get("port") in PLAINTEXT_PORTS:
+        port = fields["port"]
+        raise ProblemError(
+            422,
+            f"port {port} is a plaintext port: say security starttls, or none to send the "
+            "password unencrypted",
+            [FieldError(field="body.port", value=port, message="a plaintext port")],
+        )
+    fields = {**fields, "security": security or "ssl", "allow_plaintext": security == "none"}
+    try:
+        return AccountConfig(tenant_id=tenant, **fields)
+    except ValidationError as exc:
+        errors = field_errors(exc, "body")
+        raise ProblemError(422, "; ".join(e.message for e in errors), errors) from exc
+
+
+def _check_group(store: Store, config: AccountConfig) -> None:
+    group = config.manager_group_id
+    if group is None:
+        return
+    query = {"_id": group, "tenant_id": config.tenant_id}
+    with store_errors("read the manager group"):
+        if store.manager_groups.find_one(query, {"_id": 1}) is None:
+            raise ProblemError(
+                422,
+                f"no manager group {group!r}",
+                [FieldError(field="body.manager_group_id", value=group, message="no such group")],
+            )
+
+
+@router.post("", status_code=201, responses=responses(409, 503))
+def create_account(
+    body: AccountCreate, tenant: Tenant, store: StoreDep, box: SecretBoxDep, response: Response
+) -> AccountView:
+    """Connect a mailbox (at most 10 per tenant: 409 past it); the password is stored encrypted."""
+    config = _config(tenant, body.model_dump(exclude={"password"}))
+    _check_group(store, config)
+    secret = {"password_enc": box.encrypt(body.password.get_secret_value())}
+    now = datetime.now(UTC)
+    try:
+        with store_errors("add the account"):
+            doc = insert_account(store, config, secret, now=now)
+    except AccountLimitError as exc:
+        raise ProblemError(409, str(exc)) from exc
+    response.headers["Location"] = f"/accounts/{doc['_id']}"
+    return read_account(doc["_id"], tenant, store)  # as stored (times to the millisecond)
+
+
+@router.get("")
+def list_accounts(tenant: Tenant, store: StoreDep) -> list[AccountView]:
+    """The tenant's accounts."""
+    now = datetime.now(UTC)
+    with store_errors("read the accounts"):
+        return [view(d, now=now) for d in store.accounts.find({"tenant_id": tenant}).sort("_id", 1)]
+
+
+@router.get("/{account_id}")
+def read_account(account_id: str, tenant: Tenant, store: StoreDep) -> AccountView:
+    """One account (never its password)."""
+    return view(find_account(store, tenant, account_id), now=datetime.now(UTC))
+
+
+@router.patch("/{account_id}", responses=responses(503))
+def update_account(
+    account_id: str, body: AccountUpdate, tenant: Tenant, store: StoreDep, request: Request
+) -> AccountView:
+    """Change an account's options (validated as a whole) and, if given, its password."""
+    doc = find_account(store, tenant, account_id)
+    changes = body.model_dump(exclude_unset=True, exclude={"password"})
+    stored = AccountConfig.model_validate(doc).model_dump(exclude={"tenant_id"})
+    config = _config(tenant, {**stored, **changes})
+    _check_group(store, config)
+    update = config.model_dump()
+    if body.password is not None:
+        update["password_enc"] = secret_box(request).encrypt(body.password.get_secret_value())
+    with store_errors("update the account"):
+        store.accounts.update_one({"_id": account_id, "tenant_id": tenant}, {"$set": update})
+    return read_account(account_id, tenant, store)
+
+
+def _set_enabled(store: Store, tenant: str, account_id: str, enabled: bool) -> AccountView:
+    find_account(store, tenant, account_id)
+    with store_errors("update the account"):
+        store.accounts.update_one(
+            {"_id": account_id, "tenant_id": tenant}, {"$set": {"enabled": enabled}}
+        )
+    return read_account(account_id, tenant, store)
+
+
+@router.post("/{account_id}/enable")
+def enable_account(account_id: str, tenant: Tenant, store: StoreDep) -> AccountView:
+    """Start fetching the account."""
+    return _set_enabled(store, tenant, account_id, True)
+
+
+@router.post("/{account_id}/disable")
+def disable_account(account_id: str, tenant: Tenant, store: StoreDep) -> AccountView:
+    """Stop fetching the account (within one lease period)."""
+    return _set_enabled(store, tenant, account_id, False)
+
+
+@router.delete("/{account_id}", status_code=204)
+def delete_account(account_id: str, tenant: Tenant, store: StoreDep) -> Response:
+    """Delete the account (its mail stays)."""
+    find_account(store, tenant, account_id)
+    with store_errors("delete the account"):
+        store.accounts.delete_one({"_id": account_id, "tenant_id": tenant})
+    return Response(status_code=204)
+
+
+@router.get("/{account_id}/status")
+def account_status(account_id: str, tenant: Tenant, store: StoreDep) -> AccountStatus:
+    """The account's state and its first load's progress, rate and ETA."""
+    return status(find_account(store, tenant, account_id), now=datetime.now(UTC))
+
+
+@router.post("/{account_id}/test", responses=responses(503))
+async def test_account(
+    account_id: str, tenant: Tenant, store: StoreDep, request: Request
+) -> AccountTest:
+    """Connect, log in and open the folder (IMAP) or list the mailbox (POP3); what failed."""
+    from fetcher.probe import probe  # the mail libraries are loaded only for this endpoint
+
+    doc = await run_in_threadpool(find_account, store, tenant, account_id)
+    account = Account.model_validate(doc)
+    secret_box(request)
+    ctx = command_context(request)
+    try:
+        secret = await run_in_threadpool(oauth.login_secret, ctx, account)
+    except MailintakeError as exc:  # a secret the key cannot read, an OAuth2 refusal
+        return AccountTest(ok=False, reason="secret", message=str(exc), summary=str(exc))
+    result = await run_in_threadpool(probe, account, secret)
+    return AccountTest(
+        ok=result.ok,
+        reason=result.reason,
+        message=result.message,
+        summary=result.summary,
+        messages=result.messages,
+    )
