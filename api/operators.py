@@ -1,7 +1,8 @@
 """/operator/…: queues, dead letters and accounts in error, for operator tokens only.
 
 The dead-letter endpoints run the `mailintake dlq` code (ops/dlq.py) with the token's name as
-the actor in the log; each request opens its own broker connection and closes it.
+the actor, recorded in the audit as the command records its user; each request opens its own
+broker connection and closes it.
 """
 
 from __future__ import annotations
@@ -128,18 +129,11 @@ def replay(queue: str, body: Replay, who: Operator, request: Request) -> Replaye
     args = _args(queue, id=body.id, reason=body.reason, older_than=body.older_than)
     with operator_context(request) as ctx:
         target = dlq.dead_letter_queue(ctx, queue)
-        work_queue, selected = target.removesuffix(".dlq"), dlq._selector(args)
-        ids: list[str] = []
-        with dlq.taken(ctx, target) as messages:
-            for d in messages:
-                if body.limit is not None and len(ids) >= body.limit:
-                    break
-                if not selected(d):
-                    continue
-                if not body.dry_run:
-                    ctx.broker.publish([d.replay_copy(work_queue, datetime.now(UTC))])
-                    ctx.broker.ack(d.delivery_tag)  # only now: the copy is confirmed
-                ids.append(d.id)
+        work_queue = target.removesuffix(".dlq")
+        ids = dlq.replay(
+            ctx, target, dlq._selector(args), by=who.name, limit=body.limit,
+            dry_run=body.dry_run,
+        )  # fmt: skip
         if body.id is not None and not ids:
             raise UserError(f"no message with id {body.id!r} in {target}")
     log.info("dlq_replayed", actor=who.name, queue=target, count=len(ids), dry_run=body.dry_run)
@@ -164,7 +158,7 @@ def purge(
         raise ProblemError(422, "confirm must repeat the queue's name", [error])
     with operator_context(request) as ctx:
         target = dlq.dead_letter_queue(ctx, queue)
-        count = ctx.broker.purge(target)
+        count = dlq.purge(ctx, target, by=who.name)
     log.info("dlq_purged", actor=who.name, queue=target, count=count)
     return Purged(queue=target, purged=count)
 

@@ -168,31 +168,58 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
-    dlq = dead_letter_queue(ctx, args.queue)
-    work_queue, selected, by = dlq.removesuffix(".dlq"), _selector(args), audit.actor(args.by)
-    limit = args.limit if args.limit is not None else sys.maxsize
+def replay(
+    ctx: Context,
+    dlq: str,
+    selected: Callable[[DeadLetter], bool],
+    *,
+    by: str,
+    limit: int | None = None,
+    dry_run: bool = False,
+    each: Callable[[DeadLetter], None] = lambda d: None,
+) -> list[str]:
+    """Republish the chosen dead letters to their work queue; the ids done, in order.
+
+    Each copy is confirmed before its dead letter is acked. What was replayed is recorded in
+    the audit (by `by`), also when the run is cut short; a dry run changes and records nothing.
+    """
+    work_queue = dlq.removesuffix(".dlq")
     done: list[str] = []
-    progress = Progress("replayed", 1 if args.id else ctx.broker.queue_counts(dlq)[0])
     try:
         with taken(ctx, dlq) as messages:
             for d in messages:
-                if len(done) >= limit:
+                if limit is not None and len(done) >= limit:
                     break
                 if not selected(d):
                     continue
-                if args.dry_run:
-                    print(f"would replay {d.id} to {work_queue}: {d.reason}")
-                else:
+                if not dry_run:
                     ctx.broker.publish([d.replay_copy(work_queue, datetime.now(UTC), by)])
                     ctx.broker.ack(d.delivery_tag)  # only now: the copy is confirmed
-                    progress.step()
-                    if args.rate:
-                        time.sleep(1.0 / args.rate)
+                each(d)
                 done.append(d.id)
-    finally:  # what was replayed is recorded, also when the run is cut short
-        if done and not args.dry_run:
+    finally:
+        if done and not dry_run:
             _audit(ctx, "replay", dlq, done, len(done), by)
+    return done
+
+
+def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
+    dlq = dead_letter_queue(ctx, args.queue)
+    work_queue = dlq.removesuffix(".dlq")
+    progress = Progress("replayed", 1 if args.id else ctx.broker.queue_counts(dlq)[0])
+
+    def each(d: DeadLetter) -> None:
+        if args.dry_run:
+            print(f"would replay {d.id} to {work_queue}: {d.reason}")
+            return
+        progress.step()
+        if args.rate:
+            time.sleep(1.0 / args.rate)
+
+    done = replay(
+        ctx, dlq, _selector(args), by=audit.actor(args.by), limit=args.limit,
+        dry_run=args.dry_run, each=each,
+    )  # fmt: skip
     progress.finish()
     if args.id and not done:
         raise UserError(f"no message with id {args.id!r} in {dlq} (see `mailintake dlq list`)")
@@ -208,6 +235,15 @@ def _audit(ctx: Context, action: str, dlq: str, ids: list[str], count: int, by: 
     )  # fmt: skip
 
 
+def purge(ctx: Context, dlq: str, *, by: str) -> int:
+    """Delete every message of `dlq`; the number deleted, recorded in the audit with `by`."""
+    with taken(ctx, dlq, audit.MAX_IDS) as messages:  # the ids, as far as the record keeps them
+        ids = [d.id for d in messages]
+    purged = ctx.broker.purge(dlq)
+    _audit(ctx, "purge", dlq, ids[:purged], purged, by)
+    return purged
+
+
 def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
     dlq = dead_letter_queue(ctx, args.queue)
     depth, _consumers = ctx.broker.queue_counts(dlq)
@@ -217,11 +253,7 @@ def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
         answer = input(f"Delete all {depth} message(s) of {dlq}? Type the queue name: ")
         if answer.strip() != dlq:
             raise UserError("not confirmed; nothing was deleted")
-    by = audit.actor(args.by)
-    with taken(ctx, dlq, audit.MAX_IDS) as messages:  # the ids, as far as the record keeps them
-        ids = [d.id for d in messages]
-    purged = ctx.broker.purge(dlq)
-    _audit(ctx, "purge", dlq, ids[:purged], purged, by)
+    purged = purge(ctx, dlq, by=audit.actor(args.by))
     print(f"purged {purged} message(s) from {dlq}")
     return 0
 

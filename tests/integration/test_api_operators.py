@@ -38,7 +38,9 @@ def settles(broker: Broker, dlq: int, work: int = 0) -> None:
     )
 
 
-def test_dead_letters_are_listed_shown_replayed_and_purged(api: Api, broker: Broker) -> None:
+def test_dead_letters_are_listed_shown_replayed_and_purged(
+    api: Api, broker: Broker, store: Store
+) -> None:
     ids = [dead_letter(broker, n) for n in range(3)]
     headers = api.token(None, name="ops-alice")
     listed = api.client.get("/operator/dlq/binder", headers=headers).json()
@@ -63,6 +65,14 @@ def test_dead_letters_are_listed_shown_replayed_and_purged(api: Api, broker: Bro
     purged = api.client.delete("/operator/dlq/binder?confirm=binder", headers=headers)
     assert purged.json()["purged"] == 2
     settles(broker, 0, 1)
+    # Who did it is recorded, as for the command: the token's name (a dry run records nothing).
+    records = list(store["audit"].find({}).sort("at", 1))
+    assert [(r["action"], r["actor"], r["count"]) for r in records] == [
+        ("replay", "ops-alice", 1),
+        ("purge", "ops-alice", 2),
+    ]
+    assert records[0]["message_ids"] == [ids[1]]
+    assert sorted(records[1]["message_ids"]) == sorted([ids[0], ids[2]])
 
 
 def test_an_unknown_queue_or_a_bad_age_is_a_problem(api: Api, broker: Broker) -> None:
