@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from shared.accounts import InitialSync, Protocol, Security, status_row
+from shared.accounts import InitialSync, Protocol, Security, check_credential, status_row
 
 
 class AccountOptions(BaseModel):
@@ -45,6 +45,12 @@ class AccountCreate(AccountOptions):
         min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
     )
 
+    @field_validator("password")
+    @classmethod
+    def _one_line(cls, value: SecretStr) -> SecretStr:
+        check_credential("password", value.get_secret_value())
+        return value
+
 
 class AccountUpdate(BaseModel):
     """The options to change (those left out stay as they are); a new password."""
@@ -72,6 +78,13 @@ class AccountUpdate(BaseModel):
     password: SecretStr | None = Field(
         default=None, min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
     )
+
+    @field_validator("password")
+    @classmethod
+    def _one_line(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_credential("password", value.get_secret_value())
+        return value
 
 
 class AccountView(BaseModel):

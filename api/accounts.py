@@ -22,10 +22,11 @@ from api.auth import StoreDep, Tenant
 from api.context import command_context, secret_box
 from api.problems import FieldError, ProblemError, field_errors, not_found, responses
 from ops import oauth
-from ops.accounts import PLAINTEXT_PORTS, AccountLimitError, insert_account
+from ops.accounts import PLAINTEXT_PORTS, AccountLimitError, insert_account, vet_mailbox_host
 from shared.accounts import Account, AccountConfig
 from shared.crypto import SecretBox
 from shared.errors import MailintakeError
+from shared.netpolicy import AddressRefusedError, HostNotResolvedError
 from shared.store import Doc, Store, store_errors
 
 router = APIRouter(
@@ -60,6 +61,15 @@ def _config(tenant: str, fields: dict[str, Any]) -> AccountConfig:
         raise ProblemError(422, "; ".join(e.message for e in errors), errors) from exc
 
 
+def _check_host(config: AccountConfig) -> None:
+    """With MAILINTAKE_MAILBOX_DENY_PRIVATE, a host inside the network is a 422 naming it."""
+    try:
+        vet_mailbox_host(config, what="the mailbox host")
+    except (AddressRefusedError, HostNotResolvedError) as exc:
+        error = FieldError(field="body.host", value=config.host, message=str(exc))
+        raise ProblemError(422, str(exc), [error]) from exc
+
+
 def _check_group(store: Store, config: AccountConfig) -> None:
     group = config.manager_group_id
     if group is None:
@@ -80,6 +90,7 @@ def create_account(
 ) -> AccountView:
     """Connect a mailbox (at most 10 per tenant: 409 past it); the password is stored encrypted."""
     config = _config(tenant, body.model_dump(exclude={"password"}))
+    _check_host(config)
     _check_group(store, config)
     secret = {"password_enc": box.encrypt(body.password.get_secret_value())}
     now = datetime.now(UTC)
@@ -115,6 +126,8 @@ def update_account(
     changes = body.model_dump(exclude_unset=True, exclude={"password"})
     stored = AccountConfig.model_validate(doc).model_dump(exclude={"tenant_id"})
     config = _config(tenant, {**stored, **changes})
+    if "host" in changes or "port" in changes:
+        _check_host(config)
     _check_group(store, config)
     update = config.model_dump()
     if body.password is not None:

@@ -65,6 +65,9 @@ def _safe(value: Any) -> Any:
         return repr(value)
 
 
+SECRET_FIELDS = frozenset({"password", "secret", "client_secret", "refresh_token", "token"})
+
+
 def field_errors(
     exc: ValidationError | RequestValidationError, prefix: str = ""
 ) -> list[FieldError]:
@@ -74,7 +77,9 @@ def field_errors(
         loc = [str(part) for part in err.get("loc", ())]
         name = ".".join([prefix, *loc] if prefix else loc) or prefix or "body"
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        found.append(FieldError(field=name, value=_safe(err.get("input")), message=message))
+        secret = bool(loc) and loc[-1] in SECRET_FIELDS
+        value = "***" if secret else _safe(err.get("input"))  # a secret is never echoed
+        found.append(FieldError(field=name, value=value, message=message))
     return found
 
 

@@ -169,14 +169,18 @@ def _password(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
 
 
 def _check_host(config: AccountConfig) -> None:
-    """With MAILINTAKE_MAILBOX_DENY_PRIVATE, the host must resolve to an allowed address."""
-    policy = mailbox_policy()
-    if policy is None:
-        return
     try:
-        policy.vet(config.host, config.port, what="--host: the mailbox host")
+        vet_mailbox_host(config, what="--host: the mailbox host")
     except (AddressRefusedError, HostNotResolvedError) as exc:
         raise UserError(f"{exc} (nothing was added)") from exc
+
+
+def vet_mailbox_host(config: AccountConfig, *, what: str) -> None:
+    """With MAILINTAKE_MAILBOX_DENY_PRIVATE, the host must resolve to an allowed address:
+    AddressRefusedError or HostNotResolvedError if not."""
+    policy = mailbox_policy()
+    if policy is not None:
+        policy.vet(config.host, config.port, what=what)
 
 
 def _config(args: argparse.Namespace) -> AccountConfig:

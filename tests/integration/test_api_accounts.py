@@ -129,3 +129,45 @@ def test_the_status_shows_the_first_loads_progress_and_eta(api: Api, store: Stor
     assert status["state"] == "syncing" and status["progress"] == "100/400"
     assert status["backlog"] == 300 and status["rate_per_second"] == 2.0
     assert status["eta_seconds"] == 150
+
+
+@pytest.mark.parametrize("bad", ["\r\n", "\n", "\x00"])
+def test_a_password_or_user_name_with_cr_lf_or_nul_is_refused_without_echoing_it(
+    api: Api, store: Store, bad: str
+) -> None:
+    headers = api.token("t-a")
+    secret = f"Pa55{bad}A1 LOGOUT"
+    refused = api.client.post("/accounts", json=new_account(password=secret), headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert "password must not contain CR, LF or NUL" in refused.text
+    assert "Pa55" not in refused.text and "LOGOUT" not in refused.text
+    user = api.client.post("/accounts", json=new_account(username=f"a{bad}b"), headers=headers)
+    assert user.status_code == 422 and "user name must not contain CR" in user.text
+    assert store.accounts.count_documents({}) == 0
+    made = api.client.post("/accounts", json=new_account(), headers=headers).json()
+    changed = api.client.patch(
+        f"/accounts/{made['id']}", json={"password": secret}, headers=headers
+    )
+    assert changed.status_code == 422 and "Pa55" not in changed.text
+
+
+def test_an_inside_host_is_refused_when_the_operator_asks(
+    api: Api, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    headers = api.token("t-a")
+    monkeypatch.setenv("MAILINTAKE_MAILBOX_DENY_PRIVATE", "true")
+    inside = new_account(host="127.0.0.1", security="ssl")
+    refused = api.client.post("/accounts", json=inside, headers=headers)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["errors"][0]
+    assert error["field"] == "body.host" and error["value"] == "127.0.0.1"
+    assert "not allowed (loopback)" in error["message"]
+    assert store.accounts.count_documents({}) == 0
+    monkeypatch.setenv("MAILINTAKE_MAILBOX_ALLOW_NETWORKS", "127.0.0.0/8")
+    made = api.client.post("/accounts", json=inside, headers=headers)
+    assert made.status_code == 201, made.text
+    monkeypatch.delenv("MAILINTAKE_MAILBOX_ALLOW_NETWORKS")
+    moved = api.client.patch(
+        f"/accounts/{made.json()['id']}", json={"host": "10.1.2.3"}, headers=headers
+    )
+    assert moved.status_code == 422 and "not allowed (private)" in moved.text
