@@ -37,21 +37,29 @@ def test_every_stage_has_a_deployment() -> None:
     assert set(of_kind("Deployment")) == {f"mailintake-{s}" for s in (*STAGES, "api")}
 
 
-def test_the_api_is_served_probed_on_its_port_and_scaled_on_cpu() -> None:
+def test_the_api_is_served_probed_on_its_port_and_scaled_on_its_request_rate() -> None:
     spec = of_kind("Deployment")["mailintake-api"]["spec"]["template"]["spec"]
     [container] = spec["containers"]
     assert container["args"] == ["api"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MAILINTAKE_API_ADDR"]["value"] == "0.0.0.0:8080"
-    for name, key in SECRET_KEYS.items():
-        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mailintake-secrets", "key": key}
+    api_keys = (
+        SECRET_KEYS | FERNET | {"MAILINTAKE_RABBITMQ_MANAGEMENT_URL": "rabbitmq-management-url"}
+    )
+    secret = of_kind("Secret")["mailintake-api"]["stringData"]
+    for name, key in api_keys.items():
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mailintake-api", "key": key}
+        assert key in secret
+    assert secret["amqp-url"].startswith("amqp://mailintake-operator:")
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["ports"] == [{"name": "http", "containerPort": 8080}]
     service = of_kind("Service")["mailintake-api"]["spec"]
     assert service["ports"][0]["targetPort"] == "http"
-    hpa = of_kind("HorizontalPodAutoscaler")["mailintake-api"]["spec"]
-    assert hpa["scaleTargetRef"]["name"] == "mailintake-api" and hpa["minReplicas"] >= 2
+    scaled = of_kind("ScaledObject")["mailintake-api"]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "mailintake-api" and scaled["minReplicaCount"] >= 2
+    [rate] = [t for t in scaled["triggers"] if t["type"] == "prometheus"]
+    assert "mailintake_api_requests_total" in rate["metadata"]["query"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -200,3 +208,22 @@ def test_one_image_runs_any_stage() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "-m"]' in dockerfile
     assert "USER 10001" in dockerfile
+
+
+def test_every_secret_a_pod_reads_is_defined_with_that_key() -> None:
+    secrets = {name: set(d.get("stringData", {})) for name, d in of_kind("Secret").items()}
+    refs = []
+    for kind in ("Deployment", "Job"):
+        for name, doc in of_kind(kind).items():
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                for env in container.get("env", []):
+                    ref = env.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        refs.append((name, ref["name"], ref["key"]))
+                for source in container.get("envFrom", []):
+                    if "secretRef" in source:
+                        refs.append((name, source["secretRef"]["name"], None))
+    assert refs
+    for pod, secret, key in refs:
+        assert secret in secrets, f"{pod} reads Secret {secret}, which is not defined"
+        assert key is None or key in secrets[secret], f"{pod} reads {secret}/{key}: no such key"
