@@ -6,10 +6,11 @@ import ipaddress
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.contracts import AccountOptions
 from shared.oauth.providers import OAuthClient
+from shared.settings import check_max_message_bytes
 
 MAX_ACCOUNTS_PER_TENANT = 10
 DEFAULT_PORTS = {
@@ -66,6 +67,8 @@ class AccountConfig(BaseModel):
     allow_plaintext: bool = False
     auth: AuthMode = "password"
     oauth: OAuthClient | None = None
+
+    _max_message_bytes = field_validator("max_message_bytes")(check_max_message_bytes)
 
     @model_validator(mode="after")
     def _check(self) -> AccountConfig:
