@@ -63,6 +63,10 @@ def binder(replicas: int, count: int) -> dict[str, Any]:
     run = Run.start("bsb")
     try:
         seed_crm(run.store, run.tenant)
+        # the binder reads the account's options from the store, not from the events
+        run.store.accounts.insert_one(
+            {"_id": "acc", "tenant_id": run.tenant, **OPTIONS.model_dump()}
+        )
         now = datetime.now(UTC)
         with run.broker() as broker:
             messages = []

@@ -13,6 +13,7 @@ from binder.ports import BindingBatch
 from binder.unit_of_work import MongoBindingBatch
 from shared.contracts import Event, MailFetched
 from shared.errors import InvalidEventError
+from shared.letter import DEFAULT_PART_LIMITS, PartLimits
 from shared.runtime import run_stage
 from shared.settings import Settings
 from shared.store import Store
@@ -22,8 +23,9 @@ from shared.worker import StageHandler
 class BinderHandler:
     """The binder's handler: each fetched mail of a batch bound through the batch's ports."""
 
-    def __init__(self, batch: BindingBatch) -> None:
+    def __init__(self, batch: BindingBatch, limits: PartLimits = DEFAULT_PART_LIMITS) -> None:
         self.batch = batch
+        self.limits = limits
 
     def __call__(self, event: Event, payload: bytes | None) -> list[Event]:
         if not isinstance(event, MailFetched):
@@ -31,11 +33,13 @@ class BinderHandler:
         return handle_mail_fetched(
             event,
             payload,
+            accounts=self.batch.accounts,
             crm=self.batch.crm,
             archive=self.batch.archive,
             blobs=self.batch.blobs,
             now=datetime.now(UTC),
             parsed=self.batch.parsed(event.email_id),
+            limits=self.limits,
         )
 
 
@@ -54,10 +58,11 @@ class BinderDeadLetters:
         )
 
 
-def build_handler(_settings: Settings, store: Store) -> StageHandler:
+def build_handler(settings: Settings, store: Store) -> StageHandler:
     """The binder's handler over the unit of work of its batches."""
     batch = MongoBindingBatch(store)
-    return StageHandler(BinderHandler(batch), unit_of_work=batch)
+    limits = PartLimits(settings.max_parts, settings.max_parts_bytes)
+    return StageHandler(BinderHandler(batch, limits), unit_of_work=batch)
 
 
 def build_dead_letters(_settings: Settings, store: Store) -> BinderDeadLetters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from binder.ports import AccountRef
 from shared.contracts import AccountOptions
@@ -23,12 +24,30 @@ class MongoAccountDirectory:
     """The tenants' mail accounts (every query filters on the tenant).
 
     `warm` reads the addresses of a batch's tenants' accounts with one query; until the next
-    `warm`, a tenant's addresses are read once.
+    `warm`, a tenant's addresses are read once. `warm_accounts` reads the accounts a batch's
+    events name with one query; until the next, `find` answers those from what it read.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._addresses: dict[str, frozenset[str]] = {}
+        self._accounts: dict[tuple[str, str], AccountRef | None] = {}
+
+    def warm_accounts(self, named: Iterable[tuple[str, str]]) -> None:
+        """Read the accounts of these (tenant, account id) pairs: one query, on the tenants."""
+        pairs = set(named)
+        self._accounts = dict.fromkeys(pairs)
+        if not pairs:
+            return
+        query = {
+            "tenant_id": {"$in": sorted({t for t, _ in pairs})},
+            "_id": {"$in": sorted({a for _, a in pairs})},
+        }
+        with store_errors("read the batch's accounts"):
+            for doc in self._store.accounts.find(query, _OPTION_FIELDS):
+                key = (doc["tenant_id"], str(doc["_id"]))
+                if key in pairs:
+                    self._accounts[key] = _account(doc)
 
     def warm(self, tenant_ids: Iterable[str]) -> None:
         tenants = sorted(set(tenant_ids))
@@ -49,10 +68,14 @@ class MongoAccountDirectory:
         return self._addresses[tenant_id]
 
     def find(self, tenant_id: str, account_id: str) -> AccountRef | None:
+        if (tenant_id, account_id) in self._accounts:
+            return self._accounts[(tenant_id, account_id)]
         with store_errors("read account"):
             doc = self._store.accounts.find_one(
                 {"_id": account_id, "tenant_id": tenant_id}, _OPTION_FIELDS
             )
-        if doc is None:
-            return None
-        return AccountRef(str(doc["_id"]), tenant_id, AccountOptions.model_validate(doc))
+        return None if doc is None else _account(doc)
+
+
+def _account(doc: dict[str, Any]) -> AccountRef:
+    return AccountRef(str(doc["_id"]), doc["tenant_id"], AccountOptions.model_validate(doc))

@@ -13,7 +13,7 @@ from binder.accounts import MongoAccountDirectory
 from binder.batch import Wanted
 from binder.ports import CustomerRef, OrderRef
 from shared.contracts import deterministic_id
-from shared.errors import TransientError
+from shared.errors import ForeignKeyError, TransientError
 from shared.mailboxref import OUTCOMES
 from shared.store import (
     Doc,
@@ -51,14 +51,38 @@ def _opt(value: Any) -> str | None:
 def insert_all_new(collection: Collection[Doc], docs: list[Doc], what: str) -> None:
     """Write a batch's new documents with one command; if one exists already, another binder
     wrote it meanwhile, and the batch is handled again (a TransientError) from what is stored.
+
+    A key that another tenant's document holds will not go away by trying again: a
+    ForeignKeyError, which the worker narrows down to the mail that made it.
     """
     with store_errors(f"write what a batch made ({what})"):
         existed = insert_many_or_ignore(collection, docs)
     if existed:
+        _refuse_foreign(collection, [doc for doc in docs if doc["_id"] in set(existed)])
         raise TransientError(
             f"{len(existed)} of {len(docs)} {what} meanwhile by another binder: "
             "the batch is handled again from what is stored"
         )
+
+
+def _refuse_foreign(collection: Collection[Doc], docs: list[Doc]) -> None:
+    """Raise ForeignKeyError if another tenant holds the key of one of `docs`.
+
+    On purpose the one query of the binder into other tenants' documents: which of a
+    tenant's keys another tenant holds (`tenant_id: {$ne: ...}`), reading their _id only.
+    """
+    by_tenant: dict[str, list[str]] = {}
+    for doc in docs:
+        by_tenant.setdefault(doc["tenant_id"], []).append(doc["_id"])
+    with store_errors(f"read the {collection.name} written meanwhile"):
+        for tenant_id, ids in sorted(by_tenant.items()):
+            query = {"tenant_id": {"$ne": tenant_id}, "_id": {"$in": sorted(ids)}}
+            foreign = collection.find_one(query, {"_id": 1})
+            if foreign is not None:
+                raise ForeignKeyError(
+                    f"{collection.name} {foreign['_id']} of tenant {tenant_id} exists in "
+                    "another tenant: its key is taken"
+                )
 
 
 class MongoCrmDirectory:
@@ -168,27 +192,7 @@ class MongoCrmDirectory:
         handled again, finds it and binds to it, so the address still has one customer.
         """
         docs, self._created = self._created, []
-        try:
-            insert_all_new(self._store.customers, docs, "new customers were created")
-        except TransientError:
-            self._refuse_foreign(docs)
-            raise
-
-    def _refuse_foreign(self, docs: list[Doc]) -> None:
-        """A customer's key taken in another tenant will not go away by trying again.
-
-        On purpose the one query of the binder into other tenants' customers: which of a
-        tenant's keys another tenant holds (`tenant_id: {$ne: ...}`), reading their _id only.
-        """
-        by_tenant: dict[str, list[str]] = {}
-        for doc in docs:
-            by_tenant.setdefault(doc["tenant_id"], []).append(doc["_id"])
-        with store_errors("read the customers created meanwhile"):
-            for tenant_id, ids in sorted(by_tenant.items()):
-                query = {"tenant_id": {"$ne": tenant_id}, "_id": {"$in": sorted(ids)}}
-                foreign = self._store.customers.find_one(query, {"_id": 1})
-                if foreign is not None:
-                    raise LookupError(f"customer {foreign['_id']} exists in another tenant")
+        insert_all_new(self._store.customers, docs, "new customers were created")
 
 
 class MongoEmailArchive:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from binder.ports import BlobStore, CrmDirectory, EmailArchive
+from binder.ports import AccountDirectory, BlobStore, CrmDirectory, EmailArchive
 from binder.rules import Bound, Skipped, bind
 from shared.contracts import (
     Event,
@@ -15,7 +15,8 @@ from shared.contracts import (
     MailSkipped,
     MailSummary,
 )
-from shared.letter import letter_fields, stored_parts
+from shared.errors import UnknownAccountError
+from shared.letter import DEFAULT_PART_LIMITS, PartLimits, letter_fields, stored_parts
 from shared.mail import MailParseError, ParsedMail, parse_mail
 from shared.mailboxref import MAILBOX, mailbox_outcome, mailbox_place
 
@@ -24,27 +25,50 @@ def handle_mail_fetched(
     event: MailFetched,
     raw: bytes | None,
     *,
+    accounts: AccountDirectory,
     crm: CrmDirectory,
     archive: EmailArchive,
     blobs: BlobStore,
     now: datetime,
     parsed: ParsedMail | MailParseError | None = None,
+    limits: PartLimits = DEFAULT_PART_LIMITS,
 ) -> list[Event]:
     """Bind a fetched mail by the rules (order tag, sender, create customer, skip).
+
+    The event is not trusted: the account must be its tenant's in the store, and the
+    account's options and owner are the stored ones (`with_stored_account`); else nothing
+    is written and the mail is refused (dead-lettered with the reason).
 
     The stored `emails` document is the record: a redelivered mail re-emits the event built
     from it, so the outcome, the document and the event id are the same every time. A mail
     recorded as `failed` (it ended in the dead-letter queue) is decided again when it is
     replayed, and its decision replaces the failed document.
-    `parsed`: the raw mail as parsed already (or why it could not be), not parsed again.
+    `parsed`: the raw mail as parsed already (or why it could not be), not parsed again;
+    `limits`: what one mail may store of its parts.
     """
+    event = with_stored_account(event, accounts)
     stored = archive.get(event.tenant_id, event.email_id)
     if stored is None or stored.get("status") == "failed":
-        doc = _decide(event, raw, parsed, crm=crm, archive=archive, blobs=blobs, now=now)
+        doc = _decide(
+            event, raw, parsed, crm=crm, archive=archive, blobs=blobs, now=now, limits=limits
+        )
         stored = archive.record(doc) if stored is None else archive.replace_failed(doc)
     if stored.get("status") != "failed":
         archive.record_outcome(mailbox_outcome(event, stored))  # again on a redelivery: once
     return [outcome_event(event, stored, now=now)]
+
+
+def with_stored_account(event: MailFetched, accounts: AccountDirectory) -> MailFetched:
+    """`event` with its account's options (and owner) as stored; UnknownAccountError if its
+    tenant has no such account (unknown, or another tenant's: anyone who can publish could
+    name any tenant)."""
+    account = accounts.find(event.tenant_id, event.account_id)
+    if account is None:
+        raise UnknownAccountError(
+            f"account {event.account_id!r} is not an account of tenant {event.tenant_id!r} "
+            "(unknown, or another tenant's): nothing of the mail is stored"
+        )
+    return event.model_copy(update={"options": account.options})
 
 
 def _decide(
@@ -56,6 +80,7 @@ def _decide(
     archive: EmailArchive,
     blobs: BlobStore,
     now: datetime,
+    limits: PartLimits,
 ) -> dict[str, Any]:
     # A mail passed by reference travels with an empty body: the blob store has it.
     if event.raw_ref is not None:
@@ -83,12 +108,18 @@ def _decide(
     )
     doc = email_document(event, mail, binding, now=now)
     if isinstance(binding, Skipped):  # its attachments only, as listed in the whole letter
-        doc["attachments"] = stored_parts(event.email_id, event.tenant_id, mail.attachments, blobs)
+        doc.update(stored_parts(event.email_id, event.tenant_id, mail.attachments, blobs, limits))
         return doc
     # A loaded mail keeps its whole letter: bodies, parts, recipients and the raw source.
     doc.update(
         letter_fields(
-            event.email_id, event.tenant_id, mail, raw=raw, raw_ref=event.raw_ref, blobs=blobs
+            event.email_id,
+            event.tenant_id,
+            mail,
+            raw=raw,
+            raw_ref=event.raw_ref,
+            blobs=blobs,
+            limits=limits,
         )
     )
     return doc

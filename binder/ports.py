@@ -129,12 +129,16 @@ class BlobStore(Protocol):
 class BindingBatch(Protocol):
     """The binder's unit of work: one consumed batch of fetched mail, bound through its ports.
 
-    `begin` reads in bulk which of the batch's mails are stored already and the customers,
+    `begin` reads in bulk the accounts the batch's events name (each within the event's
+    tenant), which of the batch's mails are stored already and the customers,
     orders and own addresses the others will look up, parsing the mail that travels inline
     once. `commit` stores what the batch wrote in the order customers, blobs, e-mails (a
     stored e-mail names only what is stored); if another binder stored one of them meanwhile
     it raises TransientError, and the whole batch is handled again from what is stored.
     """
+
+    @property
+    def accounts(self) -> AccountDirectory: ...
 
     @property
     def crm(self) -> CrmDirectory: ...

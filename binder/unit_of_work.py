@@ -17,18 +17,20 @@ class MongoBindingBatch:
 
     def __init__(self, store: Store) -> None:
         self.crm = MongoCrmDirectory(store)
+        self.accounts = self.crm.accounts
         self.archive = MongoEmailArchive(store)
         self.blobs = GridFsBlobStore(store, deferred=True)
         self._parsed: dict[str, Parsed] = {}
 
     def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
-        """Drop what an earlier batch kept; read which mails are decided, parse the others
-        once, and read what they will look up in bulk."""
+        """Drop what an earlier batch kept; read the accounts the events name and which
+        mails are decided, parse the others once, and read what they will look up in bulk."""
         self._parsed = {}
         self.crm.discard()
         self.archive.discard()
         self.blobs.discard()
         fetched = [(e, raw) for e, raw in batch if isinstance(e, MailFetched)]
+        self.accounts.warm_accounts((e.tenant_id, e.account_id) for e, _ in fetched)
         self.archive.warm((e.tenant_id, e.email_id) for e, _ in fetched)
         undecided = [(e, raw) for e, raw in fetched if not self._decided(e)]
         self._parsed = parse_batch(undecided)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.contracts import AccountOptions
 from shared.oauth.providers import OAuthClient
+from shared.settings import check_max_message_bytes
 
 MAX_ACCOUNTS_PER_TENANT = 10
 DEFAULT_PORTS = {
@@ -82,6 +83,8 @@ class AccountConfig(BaseModel):
     @classmethod
     def _no_line_breaks(cls, value: str) -> str:
         return check_credential("user name", value)
+
+    _max_message_bytes = field_validator("max_message_bytes")(check_max_message_bytes)
 
     @model_validator(mode="after")
     def _check(self) -> AccountConfig:

@@ -23,6 +23,14 @@ class InvalidEventError(PermanentError):
     """Raised when an incoming message does not match any known event contract."""
 
 
+class ForeignKeyError(PermanentError):
+    """Raised when a deterministic _id to be written is another tenant's document's already."""
+
+
+class UnknownAccountError(PermanentError):
+    """Raised when an event names an account that its tenant does not have in the store."""
+
+
 class DeliveryLimitError(PermanentError):
     """Raised when a message comes on its last allowed delivery: consumers died holding it."""
 

@@ -6,6 +6,7 @@ README's "The `emails` contract" describes the same shape for the CRM.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -14,8 +15,10 @@ from shared.mail import Attachment, MailBody, Mailbox, ParsedMail
 
 __all__ = [
     "BODY_INLINE_CHARS",
+    "DEFAULT_PART_LIMITS",
     "BlobReader",
     "BlobWriter",
+    "PartLimits",
     "body_text",
     "letter_fields",
     "part_bytes",
@@ -32,6 +35,17 @@ BODY_INLINE_CHARS = 16_384
 BodyField = Literal["text", "html", "html_safe"]
 _TEXT_TYPE = "text/plain; charset=utf-8"
 _HTML_TYPE = "text/html; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class PartLimits:
+    """What one mail may store of its parts: how many, and how many bytes in all."""
+
+    max_parts: int = 100
+    max_bytes: int = 50 * 1024 * 1024
+
+
+DEFAULT_PART_LIMITS = PartLimits()
 
 
 class BlobWriter(Protocol):
@@ -61,9 +75,10 @@ def letter_fields(
     raw: bytes,
     raw_ref: str | None,
     blobs: BlobWriter,
+    limits: PartLimits = DEFAULT_PART_LIMITS,
 ) -> dict[str, Any]:
-    """The letter's fields of a loaded mail's document; bodies, parts and the raw source
-    (unless stored already, `raw_ref`) are written to `blobs`."""
+    """The letter's fields of a loaded mail's document; bodies, parts (within `limits`) and
+    the raw source (unless stored already, `raw_ref`) are written to `blobs`."""
     if raw_ref is None:
         raw_ref = blobs.put(
             raw_key(email_id), raw, tenant_id=tenant_id, content_type="message/rfc822"
@@ -73,23 +88,45 @@ def letter_fields(
         "cc": _mailboxes(mail.cc),
         "reply_to": _mailboxes(mail.reply_to),
         "body": _body(email_id, tenant_id, mail.body, blobs),
-        "attachments": stored_parts(email_id, tenant_id, mail.parts, blobs),
+        **stored_parts(email_id, tenant_id, mail.parts, blobs, limits),
         "raw_ref": raw_ref,
     }
 
 
 def stored_parts(
-    email_id: str, tenant_id: str, parts: Iterable[Attachment], blobs: BlobWriter
-) -> list[dict[str, Any]]:
-    """Each part written once to `blobs` (key `att/{email_id}/{index}`), as listed."""
-    listed = []
+    email_id: str,
+    tenant_id: str,
+    parts: Iterable[Attachment],
+    blobs: BlobWriter,
+    limits: PartLimits = DEFAULT_PART_LIMITS,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each part within `limits` written once to `blobs` (key `att/{email_id}/{index}`), as
+    listed in `attachments`; the others, in order past the limits, in `parts_not_stored`
+    with the reason."""
+    listed: list[dict[str, Any]] = []
+    not_stored: list[dict[str, Any]] = []
+    stored_bytes = 0
     for index, part in enumerate(parts):
+        reason = _over_limits(len(listed), stored_bytes, part.size, limits)
+        if reason is not None:
+            not_stored.append(
+                {
+                    "index": index,
+                    "name": part.filename,
+                    "content_type": part.content_type,
+                    "size": part.size,
+                    "reason": reason[0],
+                    "detail": reason[1],
+                }
+            )
+            continue
         ref = blobs.put(
             f"att/{email_id}/{index}",
             part.payload,
             tenant_id=tenant_id,
             content_type=part.content_type,
         )
+        stored_bytes += part.size
         listed.append(
             {
                 "index": index,
@@ -101,7 +138,19 @@ def stored_parts(
                 "ref": ref,
             }
         )
-    return listed
+    return {"attachments": listed, "parts_not_stored": not_stored}
+
+
+def _over_limits(
+    stored: int, stored_bytes: int, size: int, limits: PartLimits
+) -> tuple[str, str] | None:
+    """Why (reason, detail) a part of `size` bytes is not stored after `stored` parts of
+    `stored_bytes` bytes; None: it is stored."""
+    if stored >= limits.max_parts:
+        return "too_many_parts", f"a mail stores at most {limits.max_parts} parts"
+    if stored_bytes + size > limits.max_bytes:
+        return "parts_too_large", f"a mail stores at most {limits.max_bytes} bytes of parts"
+    return None
 
 
 def _mailboxes(mailboxes: tuple[Mailbox, ...]) -> list[dict[str, str | None]]:

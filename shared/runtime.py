@@ -87,6 +87,7 @@ def run_stage(
         on_outcome=outcome_recorder(stage),
         unit_of_work=handler.unit_of_work,
         dead_letters=build_dead_letters(settings, store) if build_dead_letters else None,
+        batch_max_bytes=settings.batch_max_bytes,
     )
     endpoints = start_endpoints(
         settings.metrics_port,

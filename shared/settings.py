@@ -4,8 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+# No mail above this is fetched whole: parsing one takes a few times its size in memory.
+MAX_MESSAGE_BYTES_CEILING = 100 * MiB
+
+
+def check_max_message_bytes(value: int) -> int:
+    """`value` if it is at most the ceiling; a ValueError naming both if not."""
+    if value > MAX_MESSAGE_BYTES_CEILING:
+        raise ValueError(
+            f"max_message_bytes {value} is over the ceiling of {MAX_MESSAGE_BYTES_CEILING} "
+            "bytes (100 MiB)"
+        )
+    return value
 
 
 class Settings(BaseSettings):
@@ -24,8 +38,19 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=8, ge=0, le=50)
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=300.0, gt=0)
-    inline_body_limit: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # A mail up to this size travels inline (the AMQP body); a larger one is stored once in
+    # the blob store and its event carries the reference.
+    inline_body_limit: int = Field(default=256 * 1024, ge=1024)
+    # What a consumer may hold of delivered, unacked messages: prefetch x inline_body_limit.
+    prefetch_budget_bytes: int = Field(default=128 * MiB, ge=MiB)
+    # A consumed batch's unit of work is cut before the mail that would take it past this
+    # (a mail's size counts, inline or by reference; a larger mail is a batch of its own).
+    batch_max_bytes: int = Field(default=64 * MiB, ge=MiB)
+    max_message_bytes: int = Field(default=25 * MiB, ge=1024)
+    # What one mail may store of its parts (attachments, inline images); the rest is listed
+    # on its `emails` document as not stored.
+    max_parts: int = Field(default=100, ge=1, le=10_000)
+    max_parts_bytes: int = Field(default=50 * MiB, ge=1024)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = (
         "0.0.0.0"  # where /metrics, /healthz, /readyz listen (127.0.0.1: local only)
@@ -45,6 +70,20 @@ class Settings(BaseSettings):
         """The AMQP URL `stage` connects with: its own user's if set, else amqp_url."""
         own = getattr(self, f"amqp_url_{stage}", None)
         return (own or self.amqp_url).get_secret_value()
+
+    _max_message_bytes = field_validator("max_message_bytes")(check_max_message_bytes)
+
+    @model_validator(mode="after")
+    def _check_prefetch_budget(self) -> Settings:
+        held = self.prefetch * self.inline_body_limit
+        if held > self.prefetch_budget_bytes:
+            raise ValueError(
+                f"MAILINTAKE_PREFETCH ({self.prefetch}) x MAILINTAKE_INLINE_BODY_LIMIT "
+                f"({self.inline_body_limit}) = {held} bytes is over "
+                f"MAILINTAKE_PREFETCH_BUDGET_BYTES ({self.prefetch_budget_bytes}): "
+                "lower the prefetch or the inline limit, or raise the budget"
+            )
+        return self
 
     @property
     def mongo_database(self) -> str:

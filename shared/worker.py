@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
-from shared.contracts import Event
+from shared.contracts import Event, MailFetched
 from shared.errors import (
     BrokerUnavailableError,
     DeliveryLimitError,
@@ -27,6 +27,8 @@ log = get_logger("mailintake.worker")
 
 EventHandler = Callable[[Event, bytes | None], Sequence[Event]]
 Batch = Sequence[tuple[Event, bytes | None]]
+Decoded = tuple[Event, bytes | None] | Exception
+DEFAULT_BATCH_MAX_BYTES = 64 * 1024 * 1024
 
 
 class UnitOfWork(Protocol):
@@ -115,8 +117,10 @@ class StageWorker:
         on_outcome: Callable[[str, Event | None, float], None] | None = None,
         unit_of_work: UnitOfWork | None = None,
         dead_letters: DeadLetterRecorder | None = None,
+        batch_max_bytes: int = DEFAULT_BATCH_MAX_BYTES,
     ) -> None:
         self.stage = stage
+        self._batch_max_bytes = batch_max_bytes
         self.broker = broker
         self.queue = broker.topology.work_queue(stage)
         self._handler = handler
@@ -145,15 +149,29 @@ class StageWorker:
     def handle_batch(self, messages: Sequence[Incoming]) -> list[Outgoing]:
         """Every message's outputs, or where it goes instead when its handling failed.
 
-        Each message is decoded once; the unit of work begins with the decoded batch, then
-        each message is handled. The unit of work commits after the last message: the batch's
-        effects are stored only then, so if that fails, every message handled so far is
-        settled (retried) instead of passing its outputs on.
+        Each message is decoded once, and the delivered batch is cut into units of work of
+        at most `batch_max_bytes` of mail (`_cut_by_bytes`), each handled by `handle_unit`.
         """
-        decoded = [_decoded(message) for message in messages]
-        self.begin([d for d in decoded if not isinstance(d, Exception)])
-        results: list[tuple[Incoming, list[Outgoing], Event | None, float]] = []
-        for message, event_payload in zip(messages, decoded, strict=True):
+        decoded = [(message, _decoded(message)) for message in messages]
+        return [
+            output
+            for unit in _cut_by_bytes(decoded, self._batch_max_bytes)
+            for output in self.handle_unit(unit)
+        ]
+
+    def handle_unit(self, unit: Sequence[tuple[Incoming, Decoded]]) -> list[Outgoing]:
+        """Handle `unit` as one unit of work: begun with its decoded events, each message
+        handled, then committed once; only then are its messages handled ("ok").
+
+        A failed commit stores nothing the unit's events announce. If the store is away, the
+        unit's messages are retried. Any other failure may be one message's doing: the unit
+        is handled again in halves, down to the message alone, which is settled (retried,
+        or dead-lettered with the reason) while the others pass.
+        """
+        self.begin([d for _, d in unit if not isinstance(d, Exception)])
+        settled: list[Outgoing] = []
+        handled: list[tuple[Incoming, Decoded, list[Outgoing], Event, float]] = []
+        for message, event_payload in unit:
             self._started = time.monotonic()
             event = None if isinstance(event_payload, Exception) else event_payload[0]
             try:
@@ -162,19 +180,33 @@ class StageWorker:
                 self._check_delivery_limit(message)
                 outputs = self.handle(*event_payload)
                 took = time.monotonic() - self._started
-                results.append((message, outputs, event, took))
+                handled.append((message, event_payload, outputs, event_payload[0], took))
             except Exception as exc:  # settled: retried or dead-lettered
-                results.append((message, self.settle(message, exc, event), None, 0.0))
-        if self._unit_of_work is not None and any(r[2] is not None for r in results):
+                settled.extend(self.settle(message, exc, event))
+        if self._unit_of_work is not None and handled:
             try:
                 self._unit_of_work.commit()
-            except Exception as exc:  # the whole batch is settled
-                results = [(m, self.settle(m, exc, e) if e else out, None, 0.0)
-                           for m, out, e, _ in results]  # fmt: skip
-        for _, _, done, seconds in results:
-            if done is not None:  # only now: a failed commit makes it a retry
-                self._report("ok", done, seconds)
-        return [output for _, outputs, _, _ in results for output in outputs]
+            except Exception as exc:
+                return settled + self._commit_failed([(m, d) for m, d, *_ in handled], exc)
+        for _, _, _, done, seconds in handled:
+            self._report("ok", done, seconds)  # only now: a failed commit makes it a retry
+        return settled + [output for _, _, outputs, _, _ in handled for output in outputs]
+
+    def _commit_failed(
+        self, handled: list[tuple[Incoming, Decoded]], exc: Exception
+    ) -> list[Outgoing]:
+        """The outputs of a unit whose commit failed: its halves handled again, or, for a
+        single message or a store that is away, each message settled."""
+        if len(handled) == 1 or isinstance(exc, StoreUnavailableError):
+            return [out for m, d in handled for out in self.settle(m, exc, _event_of(d))]
+        log.warning(
+            "batch_commit_failed_halved",
+            messages=len(handled),
+            error_class=type(exc).__name__,
+            error=str(exc),
+        )
+        half = len(handled) // 2
+        return self.handle_unit(handled[:half]) + self.handle_unit(handled[half:])
 
     def begin(self, batch: Batch) -> None:
         """Begin the unit of work with the batch's events (bulk reads); never fails the batch.
@@ -278,7 +310,37 @@ def install_stop_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, _on_signal)
 
 
-def _decoded(message: Incoming) -> tuple[Event, bytes | None] | Exception:
+def _event_of(decoded: Decoded) -> Event | None:
+    return None if isinstance(decoded, Exception) else decoded[0]
+
+
+def mail_bytes(message: Incoming, decoded: Decoded) -> int:
+    """What a unit of work holds of a message: its body, or the mail's size where that is
+    larger (a mail passed by reference is read from the blob store when it is bound)."""
+    size = len(message.body)
+    if not isinstance(decoded, Exception) and isinstance(decoded[0], MailFetched):
+        size = max(size, decoded[0].size)
+    return size
+
+
+def _cut_by_bytes(
+    decoded: list[tuple[Incoming, Decoded]], max_bytes: int
+) -> list[list[tuple[Incoming, Decoded]]]:
+    """The messages in order, in units of at most `max_bytes` of mail: a unit is cut before
+    the message that would take it past the budget (a larger message is a unit alone)."""
+    units: list[list[tuple[Incoming, Decoded]]] = []
+    held = 0
+    for message, event_payload in decoded:
+        size = mail_bytes(message, event_payload)
+        if not units or held + size > max_bytes:
+            units.append([])
+            held = 0
+        units[-1].append((message, event_payload))
+        held += size
+    return units
+
+
+def _decoded(message: Incoming) -> Decoded:
     """The message's event and payload, or why it cannot be decoded (settled when handled)."""
     try:
         return decode_event(message)

@@ -12,7 +12,7 @@ import os
 import re
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from shared.contracts import MailFetched
 from shared.crypto import SecretBox
 from shared.messaging import Broker
 from shared.settings import Settings
@@ -236,6 +237,20 @@ class Mailbox:
 @pytest.fixture
 def mailbox(mail: MailServer) -> Mailbox:
     return Mailbox(mail, f"u{uuid.uuid4().hex[:12]}")
+
+
+def store_accounts(store: Store, events: Iterable[MailFetched]) -> None:
+    """Store the accounts that `events` name, in their tenants, with the events' options (the
+    binder takes an account's options from the store); one account, one set of options."""
+    accounts: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in events:
+        options = event.options.model_dump()
+        held = accounts.setdefault((event.tenant_id, event.account_id), options)
+        assert held == options, f"account {event.account_id} named with two sets of options"
+    for (tenant_id, account_id), options in accounts.items():
+        store.accounts.update_one(
+            {"_id": account_id, "tenant_id": tenant_id}, {"$set": options}, upsert=True
+        )
 
 
 def make_mail(sender: str, subject: str, body: str = "Hello", **headers: Any) -> bytes:

@@ -13,7 +13,8 @@ from assigner.rules import Manager, next_manager
 from binder.adapters import customer_id_for
 from binder.ports import AccountRef, CustomerRef, OrderRef
 from notifier.ports import DeliveryResult, Party, WebhookConfig
-from shared.contracts import AccountOptions, Event
+from shared.contracts import AccountOptions, Event, MailFetched
+from shared.errors import PermanentError
 from shared.mail import MailParseError, ParsedMail
 
 
@@ -101,6 +102,11 @@ class FakeDeadLetterRecorder:
 @dataclass
 class FakeAccountDirectory:
     accounts: dict[str, AccountRef] = field(default_factory=dict)
+
+    @classmethod
+    def holding(cls, *events: MailFetched) -> FakeAccountDirectory:
+        """The accounts that `events` name, stored in their tenants with their options."""
+        return cls({e.account_id: AccountRef(e.account_id, e.tenant_id, e.options) for e in events})
 
     def find(self, tenant_id: str, account_id: str) -> AccountRef | None:
         account = self.accounts.get(account_id)
@@ -280,13 +286,15 @@ class FakeWebhookSender:
 @dataclass
 class FakeUnitOfWork:
     """A batch as one unit of work over in-memory fakes (`ports`): what they write shows at
-    once; a commit that fails (`fail_commit`) puts them back as they were when the batch
-    began, as if nothing of it had been stored."""
+    once; a commit that fails (`fail_commit`, or a batch holding an event of `poison`) puts
+    them back as they were when the batch began, as if nothing of it had been stored."""
 
     begun: list[list[Event]] = field(default_factory=list)
     commits: int = 0
     fail_commit: Exception | None = None
     fail_begin: Exception | None = None
+    poison: frozenset[str] = frozenset()  # event ids whose writes the store refuses
+    poison_error: type[Exception] = PermanentError
     _saved: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def ports(self) -> list[Any]:
@@ -299,23 +307,36 @@ class FakeUnitOfWork:
             raise self.fail_begin
 
     def commit(self) -> None:
-        if self.fail_commit is not None:
+        refused = sorted(self.poison & {e.event_id for e in self.begun[-1]})
+        failure = self.poison_error(f"cannot store {refused}") if refused else self.fail_commit
+        if failure is not None:
             for port, saved in zip(self.ports(), self._saved, strict=True):
                 vars(port).update(saved)
-            raise self.fail_commit
+            raise failure
         self.commits += 1
 
 
 @dataclass
 class FakeBindingBatch(FakeUnitOfWork):
-    """The binder's unit of work over the fakes of its ports; no mail is parsed ahead."""
+    """The binder's unit of work over the fakes of its ports; no mail is parsed ahead. Unless
+    told otherwise (`store_named_accounts`), the accounts the events name are stored (in
+    `accounts`) as the events say."""
 
+    accounts: FakeAccountDirectory = field(default_factory=FakeAccountDirectory)
+    store_named_accounts: bool = True
     crm: FakeCrmDirectory = field(default_factory=FakeCrmDirectory)
     archive: FakeEmailArchive = field(default_factory=FakeEmailArchive)
     blobs: FakeBlobStore = field(default_factory=FakeBlobStore)
 
     def ports(self) -> list[Any]:
         return [self.crm, self.archive, self.blobs]
+
+    def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
+        if self.store_named_accounts:
+            fetched = [e for e, _ in batch if isinstance(e, MailFetched)]
+            named = FakeAccountDirectory.holding(*fetched).accounts
+            self.accounts.accounts = {**named, **self.accounts.accounts}
+        super().begin(batch)
 
     def parsed(self, email_id: str) -> ParsedMail | MailParseError | None:
         return None

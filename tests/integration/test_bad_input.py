@@ -14,7 +14,7 @@ from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
 from shared.wire import encode_event
-from tests.conftest import settings_env
+from tests.conftest import settings_env, store_accounts
 from tests.integration.test_fetcher_imap import drain
 from tests.processes import StageProcesses, wait_until
 from tests.unit.test_bad_input import HOSTILE, assert_clear_outcome, fetched, mime_mail
@@ -40,6 +40,7 @@ def binder(
 def send(broker: Broker, store: Store, settings: Settings, raw: bytes) -> str:
     """Publish a fetched mail as the fetcher does (large ones by GridFS reference)."""
     event = fetched(raw)
+    store_accounts(store, [event])
     payload: bytes | None = raw
     if len(raw) > settings.inline_body_limit:
         ref = GridFsBlobStore(store).put(

@@ -15,6 +15,7 @@ from binder.adapters import MongoEmailArchive, customer_id_for
 from ops.deadletters import DeadLetter
 from shared.contracts import AccountOptions, MailFetched, MailSkipped, email_id_for_imap
 from shared.errors import TransientError
+from shared.mailboxref import OUTCOMES
 from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
@@ -219,3 +220,65 @@ def test_a_failure_recorded_again_replaces_only_a_failed_document(store: Store) 
     store.emails.update_one({"_id": "e1"}, {"$set": {"status": "bound"}})
     assert archive.record_failure(first)["status"] == "bound"  # type: ignore[index]
     assert archive.record_failure({**first, "tenant_id": "other"}) is None
+
+
+def dead_letters(broker: Broker) -> list[Any]:
+    """The binder's dead letters, taken (and acked) off its DLQ."""
+    dlq = Topology.dead_letter_queue(broker.topology.work_queue("binder"))
+    taken = []
+    while (got := broker.get(dlq)) is not None:
+        message, tag = got
+        broker.ack(tag)
+        taken.append(message)
+    return taken
+
+
+def test_one_poisonous_mail_in_a_batch_is_dead_lettered_alone_and_the_others_are_bound(
+    broker: Broker, store: Store, binder: Start
+) -> None:
+    """The poison: the key of the customer its sender would create is another tenant's
+    customer's already. Its batch's commit fails; the batch is handled again in halves."""
+    add_account(store, ACCOUNT, "orders@shop.example")
+    poison = "taken@example.org"
+    store.customers.insert_one(
+        {"_id": customer_id_for(TENANT, poison), "tenant_id": "t-elsewhere", "emails": [poison]}
+    )
+    senders = [f"buyer{n}@example.org" for n in range(1, 13)]
+    senders[6] = poison
+    batch = [fetched(uid, make_mail(s, f"mail {uid}")) for uid, s in enumerate(senders, 1)]
+    broker.publish([encode_event(e, raw) for e, raw in batch])  # queued: one batch
+    binder()
+    wait_until(lambda: len(emails(store)) == 12, 60, "12 mails recorded")
+    docs = emails(store)
+    assert {uid for uid, doc in docs.items() if doc["status"] == "bound"} == set(range(1, 13)) - {7}
+    assert docs[7]["status"] == "failed"
+    assert "exists in another tenant" in docs[7]["failure_reason"]
+    [dead] = dead_letters(broker)
+    assert dead.correlation_id == batch[6][0].email_id
+    assert dead.headers["mailintake-error-class"] == "ForeignKeyError"
+    assert store.customers.count_documents({"tenant_id": TENANT}) == 11
+    assert store.customers.count_documents({"tenant_id": "t-elsewhere"}) == 1  # untouched
+
+
+def test_an_event_naming_another_tenants_account_writes_nothing_and_is_dead_lettered(
+    broker: Broker, store: Store, binder: Start
+) -> None:
+    """Anyone who can publish could name any tenant: the account must be the tenant's."""
+    add_account(store, "acc-a", "orders@a.example", tenant="t-a")
+    forged = MailFetched.for_mail(
+        email_id=email_id_for_imap("acc-a", "INBOX", 1, 1),
+        now=NOW, tenant_id=TENANT, account_id="acc-a",
+        options=AccountOptions(owner_id="mallory", create_customer=True),
+        protocol="imap", folder="INBOX", uidvalidity=1, uid=1, size=100,
+    )  # fmt: skip
+    broker.publish([encode_event(forged, make_mail("new@example.org", "hello"))])
+    binder()
+    taken: list[Any] = []
+    wait_until(lambda: bool(taken.extend(dead_letters(broker)) or taken), 30, "the dead letter")
+    [dead] = taken
+    assert "'acc-a' is not an account of tenant 't-outcomes'" in dead.headers[H_ERROR]
+    assert dead.headers["mailintake-error-class"] == "UnknownAccountError"
+    for tenant in (TENANT, "t-a"):
+        assert store.emails.count_documents({"tenant_id": tenant}) == 0
+        assert store.customers.count_documents({"tenant_id": tenant}) == 0
+        assert store[OUTCOMES].count_documents({"tenant_id": tenant}) == 0

@@ -20,7 +20,7 @@ from shared.store import Store, insert_many_or_ignore
 from shared.topology import Topology
 from shared.wire import encode_event
 from shared.worker import RetryPolicy, StageWorker
-from tests.conftest import make_mail
+from tests.conftest import make_mail, store_accounts
 from tests.corpus import FILES, require_corpus
 from tests.processes import wait_until
 
@@ -31,11 +31,13 @@ NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def fetched(uid: int, raw: bytes, **options: object) -> tuple[MailFetched, bytes]:
+    """A mail of the account with these options (one account per set of options)."""
+    account = "-".join(["acc", *sorted(name for name, on in options.items() if on)])
     event = MailFetched.for_mail(
-        email_id=email_id_for_imap("acc", "INBOX", 1, uid),
+        email_id=email_id_for_imap(account, "INBOX", 1, uid),
         now=NOW,
         tenant_id=TENANT,
-        account_id="acc",
+        account_id=account,
         options=AccountOptions(owner_id="owner", **options),  # type: ignore[arg-type]
         protocol="imap",
         folder="INBOX",
@@ -93,6 +95,7 @@ def test_two_binders_racing_on_one_new_sender_make_one_customer(
         for uid in range(1, 61)
     ]
     binders(2)  # type: ignore[operator]
+    store_accounts(store, [e for e, _ in burst])
     broker.publish([encode_event(e, raw) for e, raw in burst])
     wait_until(
         lambda: store.emails.count_documents({"tenant_id": TENANT}) == 60, 60, "60 bound mails"
@@ -125,6 +128,7 @@ def test_every_corpus_message_is_bound_skipped_or_stored_unparseable(
         for uid, path in enumerate(FILES, start=1)
     ]
     binders(1)  # type: ignore[operator]
+    store_accounts(store, [e for e, _ in events])
     broker.publish([encode_event(e, raw) for e, raw in events])
     wait_until(
         lambda: store.emails.count_documents({"tenant_id": TENANT}) == len(FILES),
@@ -171,6 +175,7 @@ def test_a_batch_read_in_bulk_binds_as_one_mail_at_a_time_would(
         fetched(4, make_mail("someone@example.org", "about [#7]"), create_customer=True),
         fetched(5, make_mail("someone@example.org", "about [#8]"), create_customer=False),
     ]
+    store_accounts(store, [e for e, _ in batch])
     broker.publish([encode_event(e, raw) for e, raw in batch])  # queued: one batch
     binders(1)  # type: ignore[operator]
     wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 5, 30, "5 mails")
@@ -234,6 +239,7 @@ def test_a_failed_bulk_read_leaves_each_mail_to_its_own_lookups(
     monkeypatch.setattr(MongoCrmDirectory, "warm", broken)
     store.customers.insert_one({"_id": "c-1", "tenant_id": TENANT, "emails": ["a@example.org"]})
     batch = [fetched(uid, make_mail("a@example.org", f"mail {uid}")) for uid in (1, 2, 3)]
+    store_accounts(store, [e for e, _ in batch])
     broker.publish([encode_event(e, raw) for e, raw in batch])
     binders(1)  # type: ignore[operator]
     wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 3, 30, "3 mails")
@@ -256,6 +262,7 @@ def test_a_failed_bulk_write_sends_the_whole_batch_round_again_and_passes_each_m
     monkeypatch.setattr(MongoEmailArchive, "flush", fail_once)
     batch = [fetched(uid, make_mail(f"new{uid}@example.org", "hi"), create_customer=True)
              for uid in (1, 2, 3)]  # fmt: skip
+    store_accounts(store, [e for e, _ in batch])
     broker.publish([encode_event(e, raw) for e, raw in batch])
     binders(1)  # type: ignore[operator]
     wait_until(lambda: store.emails.count_documents({"tenant_id": TENANT}) == 3, 30, "3 mails")

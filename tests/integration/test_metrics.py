@@ -19,7 +19,7 @@ from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import Store
 from shared.wire import Outgoing, encode_event
-from tests.conftest import make_mail, settings_env
+from tests.conftest import make_mail, settings_env, store_accounts
 from tests.processes import StageProcesses, wait_until
 from tests.services import REPO
 
@@ -77,7 +77,7 @@ def check(settings: Settings, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_running_stage_is_alive_ready_and_counts_outcomes(
-    settings: Settings, broker: Broker, binder: StageProcesses, port: int
+    settings: Settings, store: Store, broker: Broker, binder: StageProcesses, port: int
 ) -> None:
     wait_until(lambda: get(port, "/readyz")[0] == 200, 30, "/readyz", binder.logs)
     assert get(port, "/healthz") == (200, "ok\n")
@@ -91,6 +91,7 @@ def test_a_running_stage_is_alive_ready_and_counts_outcomes(
         protocol="imap",
         size=len(raw),
     )
+    store_accounts(store, [event])
     broker.publish([encode_event(event, raw)])
     broker.publish([Outgoing("mail.fetched.acct-1", b"{}", type="mail.nonsense")])
 

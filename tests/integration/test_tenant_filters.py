@@ -21,7 +21,7 @@ from shared.runtime import run_stage
 from shared.settings import Settings
 from shared.store import Store
 from shared.wire import encode_event
-from tests.conftest import make_mail
+from tests.conftest import make_mail, store_accounts
 from tests.integration.test_binder_stage import TENANT, fetched
 from tests.processes import wait_until
 
@@ -135,6 +135,7 @@ def test_every_command_on_tenant_data_filters_on_the_tenant(
         b"not a mail at all",  # skipped, and the owner told
     ]
     events = [fetched(uid, raw, **options) for uid, raw in enumerate(mails, 1)]
+    store_accounts(store, [e for e, _ in events])
     broker.publish([encode_event(e, raw) for e, raw in events])
     # two customer_assigned, five incoming_email, one message_skipped
     wait_until(

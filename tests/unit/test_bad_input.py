@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from binder.handlers import handle_mail_fetched
 from shared.contracts import AccountOptions, MailBound, MailFetched, MailSkipped, SkipReason
-from tests.fakes import FakeBlobStore, FakeCrmDirectory, FakeEmailArchive
+from tests.fakes import (
+    FakeAccountDirectory,
+    FakeBlobStore,
+    FakeCrmDirectory,
+    FakeEmailArchive,
+)
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TENANT = "t-bad"
@@ -184,6 +189,7 @@ def bind_twice(raw: bytes, *, by_reference: bool = False) -> dict[str, Any]:
         ref = blobs.put(f"raw/{event.email_id}", raw, tenant_id=TENANT, content_type="x")
         event, payload = event.model_copy(update={"raw_ref": ref}), None
     ports: dict[str, Any] = {"crm": crm, "archive": archive, "blobs": blobs, "now": NOW}
+    ports["accounts"] = FakeAccountDirectory.holding(event)
     [first] = handle_mail_fetched(event, payload, **ports)
     doc = dict(archive.docs[event.email_id])
     assert_clear_outcome(doc, first)

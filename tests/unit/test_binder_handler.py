@@ -20,6 +20,7 @@ from shared.contracts import (
 from shared.mail import MailParseError
 from tests.conftest import make_mail
 from tests.fakes import (
+    FakeAccountDirectory,
     FakeAssignmentRecords,
     FakeBlobStore,
     FakeCrmDirectory,
@@ -64,8 +65,10 @@ def run(
     archive: FakeEmailArchive | None = None,
 ) -> tuple[object, FakeEmailArchive]:
     archive = archive or FakeEmailArchive()
+    event = event or fetched()
+    accounts = FakeAccountDirectory.holding(event)
     [out] = handle_mail_fetched(
-        event or fetched(), raw, crm=crm, archive=archive, blobs=FakeBlobStore(), now=NOW
+        event, raw, accounts=accounts, crm=crm, archive=archive, blobs=FakeBlobStore(), now=NOW
     )
     return out, archive
 
@@ -241,8 +244,9 @@ def test_mail_stored_in_gridfs_is_read_from_there(crm: FakeCrmDirectory) -> None
     )
     event = fetched().model_copy(update={"raw_ref": "raw/e1"})
     [out] = handle_mail_fetched(
-        event, b"", crm=crm, archive=FakeEmailArchive(), blobs=blobs, now=NOW
-    )
+        event, b"", accounts=FakeAccountDirectory.holding(event), crm=crm,
+        archive=FakeEmailArchive(), blobs=blobs, now=NOW,
+    )  # fmt: skip
     assert isinstance(out, MailBound) and out.matched_by == "sender"
 
 
@@ -270,12 +274,12 @@ def test_a_mail_parsed_with_its_batch_is_bound_from_that_parse(crm: FakeCrmDirec
     parsed = parse_batch([(event, raw)])
     [out] = handle_mail_fetched(
         event, b"", crm=crm, archive=FakeEmailArchive(), blobs=FakeBlobStore(), now=NOW,
-        parsed=parsed["e1"],
+        parsed=parsed["e1"], accounts=FakeAccountDirectory.holding(event),
     )  # fmt: skip
     assert isinstance(out, MailBound) and out.order_id == "order-3112"
     [skipped] = handle_mail_fetched(
         fetched(2), raw, crm=crm, archive=FakeEmailArchive(), blobs=FakeBlobStore(), now=NOW,
-        parsed=MailParseError("not mail"),
+        parsed=MailParseError("not mail"), accounts=FakeAccountDirectory.holding(fetched(2)),
     )  # fmt: skip
     assert isinstance(skipped, MailSkipped) and skipped.reason == "parse_error"
 

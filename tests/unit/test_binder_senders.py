@@ -8,7 +8,12 @@ import pytest
 from binder.handlers import handle_mail_fetched
 from shared.contracts import MailBound, MailRouted, MailSkipped
 from tests.conftest import make_mail
-from tests.fakes import FakeBlobStore, FakeCrmDirectory, FakeEmailArchive
+from tests.fakes import (
+    FakeAccountDirectory,
+    FakeBlobStore,
+    FakeCrmDirectory,
+    FakeEmailArchive,
+)
 from tests.unit.test_binder_handler import NOW, T, fetched, run
 
 NO_FROM = b"To: shop@example.com\r\nSubject: Re: [#3112] where is it\r\n\r\nHello\r\n"
@@ -85,6 +90,7 @@ def test_a_mail_starting_with_a_byte_order_mark_and_blank_lines_is_bound(
 ) -> None:
     raw = b"\xef\xbb\xbf\r\n" + make_mail("ann@example.com", "question")
     [out] = handle_mail_fetched(
-        fetched(), raw, crm=crm, archive=FakeEmailArchive(), blobs=FakeBlobStore(), now=NOW
-    )
+        fetched(), raw, crm=crm, archive=FakeEmailArchive(), blobs=FakeBlobStore(), now=NOW,
+        accounts=FakeAccountDirectory.holding(fetched()),
+    )  # fmt: skip
     assert isinstance(out, MailRouted) and out.customer_id == "cust-ann"

@@ -164,6 +164,7 @@ def test_a_replay_that_binds_replaces_the_failed_document() -> None:
     [out] = handle_mail_fetched(
         fetched(),
         make_mail("ann@example.com", "hello"),
+        accounts=FakeAccountDirectory.holding(fetched()),
         crm=crm,
         archive=archive,
         blobs=FakeBlobStore(),

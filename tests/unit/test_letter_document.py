@@ -21,11 +21,16 @@ from shared.letter import (
 from shared.mail import parse_mail
 from shared.store import Doc
 from tests.conftest import make_mail
-from tests.fakes import FakeBlobStore, FakeCrmDirectory, FakeEmailArchive
+from tests.fakes import (
+    FakeAccountDirectory,
+    FakeBlobStore,
+    FakeCrmDirectory,
+    FakeEmailArchive,
+)
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 T = "tenant-1"
-LETTER_KEYS = {"to", "cc", "reply_to", "body", "attachments", "raw_ref"}
+LETTER_KEYS = {"to", "cc", "reply_to", "body", "attachments", "parts_not_stored", "raw_ref"}
 
 
 def letter(text: str, html: str | None = None) -> bytes:
@@ -136,7 +141,10 @@ def bind(raw: bytes, event: MailFetched | None = None) -> tuple[Event, Doc, Fake
     crm, archive, blobs = FakeCrmDirectory(), FakeEmailArchive(), FakeBlobStore()
     crm.add_customer(T, "cust-ann", "ann@example.com", manager_id="m-ann")
     event = event or fetched()
-    [out] = handle_mail_fetched(event, raw, crm=crm, archive=archive, blobs=blobs, now=NOW)
+    [out] = handle_mail_fetched(
+        event, raw, accounts=FakeAccountDirectory.holding(event), crm=crm, archive=archive,
+        blobs=blobs, now=NOW,
+    )  # fmt: skip
     return out, archive.docs[event.email_id], blobs
 
 
@@ -173,7 +181,10 @@ def test_a_mail_passed_by_reference_keeps_the_fetchers_raw_source() -> None:
     crm.add_customer(T, "cust-ann", "ann@example.com")
     blobs.put("raw/e1", raw, tenant_id=T, content_type="message/rfc822")
     event = fetched().model_copy(update={"raw_ref": "raw/e1"})
-    handle_mail_fetched(event, b"", crm=crm, archive=archive, blobs=blobs, now=NOW)
+    handle_mail_fetched(
+        event, b"", accounts=FakeAccountDirectory.holding(event), crm=crm, archive=archive,
+        blobs=blobs, now=NOW,
+    )  # fmt: skip
     doc = archive.docs["e1"]
     assert doc["raw_ref"] == "raw/e1" and raw_bytes(doc, blobs) == raw
     assert doc["body"]["text"] == "Hello\n"

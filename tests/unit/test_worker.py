@@ -210,3 +210,61 @@ def test_the_per_message_debug_line_follows_the_level(
     events = [line["event"] for line in log_lines(capsys.readouterr().err)]
     assert ("event_handled" in events) is written
     configure_logging("json", "INFO")
+
+
+@pytest.fixture
+def plain_logs() -> None:
+    """Logs to the stream of the moment (an earlier test's capture may be closed)."""
+    configure_logging("console", "INFO")
+
+
+@pytest.mark.usefixtures("plain_logs")
+@pytest.mark.parametrize(
+    ("error", "poisoned_to"),
+    [(PermanentError, "mi.notifier.in.dlq"), (ValueError, "mi.notifier.in.retry")],
+    ids=["permanent", "unknown"],
+)
+def test_a_commit_failing_for_one_message_settles_that_message_alone(
+    error: type[Exception], poisoned_to: str
+) -> None:
+    outcomes: list[str] = []
+    unit_of_work = FakeUnitOfWork(poison=frozenset({"ev5"}), poison_error=error)
+    worker = batch_worker(unit_of_work, outcomes)
+    outputs = worker.handle_batch([delivered(n) for n in range(1, 9)])
+    assert [o.routing_key for o in outputs] == [poisoned_to]
+    assert outputs[0].message_id == "ev5"
+    assert outputs[0].headers[H_ERROR] == "cannot store ['ev5']"
+    assert outcomes.count("ok") == 7 and len(outcomes) == 8
+    # halves down to the poisonous message: [1-8] -> [1-4] [5-8] -> [5-6] -> [5] [6]; [7-8]
+    assert [len(b) for b in unit_of_work.begun] == [8, 4, 4, 2, 1, 1, 2]
+    assert unit_of_work.commits == 3  # [1-4], [6], [7-8]; nothing of [5]
+
+
+@pytest.mark.usefixtures("plain_logs")
+def test_a_store_that_is_away_retries_the_unit_without_halving_it() -> None:
+    outcomes: list[str] = []
+    unit_of_work = FakeUnitOfWork(fail_commit=StoreUnavailableError("the store went away"))
+    outputs = batch_worker(unit_of_work, outcomes).handle_batch([delivered(n) for n in range(4)])
+    assert len(unit_of_work.begun) == 1
+    assert [o.routing_key for o in outputs] == ["mi.notifier.in.retry"] * 4
+
+
+def sized(n: int, size: int) -> Incoming:
+    return dataclasses.replace(delivered(n), body=delivered(n).body + b" " * size)
+
+
+def test_a_delivered_batch_is_cut_into_units_of_work_by_bytes() -> None:
+    unit_of_work = FakeUnitOfWork()
+    broker = Broker("amqp://127.0.0.1:1/", Topology("mi"))  # never connected here
+    worker = StageWorker(
+        "notifier", broker, handled, unit_of_work=unit_of_work, batch_max_bytes=10_000
+    )
+    batch = [sized(1, 4000), sized(2, 4000), sized(3, 4000), sized(4, 20_000), sized(5, 10)]
+    assert worker.handle_batch(batch) == []
+    assert [[e.event_id for e in b] for b in unit_of_work.begun] == [
+        ["ev1", "ev2"],
+        ["ev3"],
+        ["ev4"],  # larger than the budget: alone
+        ["ev5"],
+    ]
+    assert unit_of_work.commits == 4
