@@ -1,10 +1,10 @@
 """Authorizations started for a client and not yet finished: state → PKCE verifier, in the store.
 
 A state is random and single-use; the store keeps only its SHA-256 (as `_id`), with the
-tenant, the account, the redirect URI and the verifier (encrypted). Taking it is one atomic
-update on that `_id` (`used_at` set only where it was unset), so two finishes with one state
-cannot both get the verifier. Used and expired states are removed a day after they expire,
-when the tenant next starts one (no TTL index: not every MongoDB-compatible engine has them).
+tenant, the account, the redirect URI and the verifier (encrypted). Taking it inserts a mark
+keyed `<sha256>:used`: `_id` uniqueness lets exactly one of two finishes with one state get
+the verifier, on every MongoDB-compatible engine. States and marks are removed a day after
+they expire, when the tenant next starts one (no TTL index: not every engine has them).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from shared.accounts import Account
 from shared.crypto import SecretBox
@@ -74,7 +74,6 @@ def start(
         "verifier_enc": box.encrypt(request.verifier),
         "created_at": now,
         "expires_at": expires_at,
-        "used_at": None,
     }
     states = store[COLLECTION]
     with store_errors("start the authorization"):
@@ -89,34 +88,51 @@ def take(
     store: Store, box: SecretBox, tenant_id: str, account_id: str, state: str, *, now: datetime
 ) -> Pending:
     """The pending authorization of `state`, used up; StateRefusedError naming what is wrong."""
-    key = {"_id": state_id(state), "tenant_id": tenant_id}
-    states = store[COLLECTION]
+    states, key = store[COLLECTION], state_id(state)
     with store_errors("take the authorization's state"):
-        doc = states.find_one_and_update(
-            {**key, "account_id": account_id, "used_at": None},
-            {"$set": {"used_at": now}},
-            return_document=ReturnDocument.BEFORE,
+        doc = _takeable(states.find_one({"_id": key, "tenant_id": tenant_id}), account_id, now)
+        try:
+            states.insert_one(_used_mark(doc, now))
+        except DuplicateKeyError:
+            mark = states.find_one({"_id": used_id(key), "tenant_id": tenant_id}) or {}
+            raise _used(mark.get("used_at", now)) from None
+    return Pending(account_id, doc["redirect_uri"], box.decrypt(doc["verifier_enc"]))
+
+
+def used_id(key: str) -> str:
+    """Where a state's use is marked: taking a state is inserting this `_id`, which succeeds
+    once on every MongoDB-compatible engine."""
+    return f"{key}:used"
+
+
+def _used_mark(doc: Doc, now: datetime) -> Doc:
+    return {
+        "_id": used_id(doc["_id"]),
+        "tenant_id": doc["tenant_id"],
+        "account_id": doc["account_id"],
+        "used_at": now,
+        "expires_at": doc["expires_at"],  # removed with its state
+    }
+
+
+def _takeable(doc: Doc | None, account_id: str, now: datetime) -> Doc:
+    """The state's document, or why it cannot be taken (another tenant's looks unknown)."""
+    if doc is None:
+        raise StateRefusedError("unknown", "unknown state: start the authorization again")
+    if doc["account_id"] != account_id:
+        raise StateRefusedError(
+            "other_account",
+            f"the state was issued for account {doc['account_id']!r}, not {account_id!r}",
         )
-        if doc is None:
-            raise _refusal(states.find_one(key), account_id)
     if doc["expires_at"] <= now:
         ended = doc["expires_at"]
         raise StateRefusedError(
             "expired", f"the state expired at {ended:%Y-%m-%d %H:%M:%S} UTC: start again"
         )
-    return Pending(account_id, doc["redirect_uri"], box.decrypt(doc["verifier_enc"]))
+    return doc
 
 
-def _refusal(doc: Doc | None, account_id: str) -> StateRefusedError:
-    """Why a state could not be taken (another tenant's looks unknown: nothing is told of it)."""
-    if doc is None:
-        return StateRefusedError("unknown", "unknown state: start the authorization again")
-    if doc["account_id"] != account_id:
-        return StateRefusedError(
-            "other_account",
-            f"the state was issued for account {doc['account_id']!r}, not {account_id!r}",
-        )
-    used = doc["used_at"]
+def _used(at: datetime) -> StateRefusedError:
     return StateRefusedError(
-        "used", f"the state was already used at {used:%Y-%m-%d %H:%M:%S} UTC: start again"
+        "used", f"the state was already used at {at:%Y-%m-%d %H:%M:%S} UTC: start again"
     )

@@ -15,6 +15,7 @@ import pytest
 
 from shared.crypto import SecretBox
 from shared.errors import PermanentError
+from shared.logging import configure_logging
 from shared.oauth import pending
 from shared.oauth.pkce import challenge_of
 from shared.settings import Settings
@@ -156,8 +157,14 @@ def test_start_gives_the_providers_url_with_pkce_and_a_state_kept_only_hashed(
 
 
 def test_finish_exchanges_the_code_with_the_verifier_and_stores_the_refresh_token_encrypted(
-    api: Api, store: Store, oauth: OAuthServer, box: SecretBox
+    api: Api,
+    store: Store,
+    oauth: OAuthServer,
+    box: SecretBox,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    configure_logging(settings.log_format, settings.log_level)  # to the stderr capsys reads
     headers = api.token("t-a")
     account_id = add_account(api, headers, oauth)
     callback = consent(start(api, headers, account_id)["authorization_url"])
@@ -170,7 +177,12 @@ def test_finish_exchanges_the_code_with_the_verifier_and_stores_the_refresh_toke
     refresh = box.decrypt(stored["oauth_refresh_token_enc"])
     assert oauth.state.active_refresh_tokens(USER) == [refresh]
     assert refresh not in str(stored) and refresh not in answer.text
-    assert box.decrypt(stored["oauth_access_token_enc"]) in oauth.state.access_tokens
+    access = box.decrypt(stored["oauth_access_token_enc"])
+    assert access in oauth.state.access_tokens
+    logged = capsys.readouterr().err
+    assert "oauth_authorized" in logged
+    for secret in (callback["code"], callback["state"], refresh, access, CLIENT_SECRET):
+        assert secret not in logged
 
 
 def test_a_replayed_state_is_refused_and_the_code_not_sent_again(
