@@ -7,7 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from shared.accounts import InitialSync, Protocol, Security, check_credential, status_row
+from shared.accounts import (
+    AuthMode,
+    InitialSync,
+    Protocol,
+    Security,
+    check_credential,
+    status_row,
+)
+from shared.oauth.providers import ProviderName
 
 
 class AccountOptions(BaseModel):
@@ -38,17 +46,45 @@ class AccountOptions(BaseModel):
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
 
 
-class AccountCreate(AccountOptions):
-    """A new account: its options and its password (write-only, stored encrypted)."""
+class OAuthClientFields(BaseModel):
+    """The OAuth2 client of an account (`custom` needs both URLs and the scope)."""
 
-    password: SecretStr = Field(
-        min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
+    model_config = ConfigDict(extra="forbid")
+
+    provider: ProviderName = Field(description="google, microsoft or custom")
+    client_id: str = Field(min_length=1, max_length=500)
+    token_url: str | None = Field(default=None, max_length=2000, description="overrides")
+    auth_url: str | None = Field(default=None, max_length=2000, description="overrides")
+    scope: str | None = Field(default=None, max_length=1000, description="space-separated")
+
+
+class AccountCreate(AccountOptions):
+    """A new account: its options and its password, or (`auth: oauth2`) its OAuth2 client and
+    client secret; secrets are write-only and stored encrypted. An OAuth2 account is then
+    signed in with `POST /accounts/{id}/oauth2/start` and `…/finish`."""
+
+    auth: AuthMode = "password"
+    password: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={"writeOnly": True},
+        description="needed unless auth is oauth2",
+    )
+    oauth: OAuthClientFields | None = Field(default=None, description="needed with auth oauth2")
+    client_secret: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={"writeOnly": True},
+        description="the OAuth2 client's secret (public clients have none)",
     )
 
     @field_validator("password")
     @classmethod
-    def _one_line(cls, value: SecretStr) -> SecretStr:
-        check_credential("password", value.get_secret_value())
+    def _one_line(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_credential("password", value.get_secret_value())
         return value
 
 
@@ -87,6 +123,21 @@ class AccountUpdate(BaseModel):
         return value
 
 
+class OAuthView(BaseModel):
+    """An OAuth2 account's client and sign-in, never a secret or token."""
+
+    provider: str
+    client_id: str
+    token_url: str | None = None
+    auth_url: str | None = None
+    scope: str | None = None
+    refresh_token_stored: bool = Field(description="signed in: the fetcher can log in")
+    authorized_at: datetime | None = None
+    consent_expires_at: datetime | None = Field(
+        default=None, description="where the provider tells when the consent ends"
+    )
+
+
 class AccountView(BaseModel):
     """A stored account as the API shows it (never a password or token)."""
 
@@ -112,6 +163,7 @@ class AccountView(BaseModel):
     poll_interval: float
     max_message_bytes: int
     auth: str
+    oauth: OAuthView | None = None
     enabled: bool
     created_at: datetime | None = None
     state: str = Field(description="new, syncing, ok, error or disabled")
@@ -151,9 +203,22 @@ def view(doc: dict[str, Any], *, now: datetime) -> AccountView:
             **doc,
             "id": doc["_id"],
             "auth": doc.get("auth", "password"),
+            "oauth": _oauth_view(doc),
             "state": row["state"],
             "message": row["message"],
         }
+    )
+
+
+def _oauth_view(doc: dict[str, Any]) -> OAuthView | None:
+    client = doc.get("oauth")
+    if doc.get("auth") != "oauth2" or not isinstance(client, dict):
+        return None
+    return OAuthView(
+        **client,
+        refresh_token_stored=bool(doc.get("oauth_refresh_token_enc")),
+        authorized_at=doc.get("oauth_authorized_at"),
+        consent_expires_at=doc.get("oauth_refresh_expires_at"),
     )
 
 

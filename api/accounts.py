@@ -84,15 +84,43 @@ def _check_group(store: Store, config: AccountConfig) -> None:
             )
 
 
+def _refused_field(field: str, value: Any, message: str) -> ProblemError:
+    return ProblemError(
+        422, f"{field}: {message}", [FieldError(field=field, value=value, message=message)]
+    )
+
+
+def _secrets(body: AccountCreate, box: SecretBox) -> Doc:
+    """The encrypted password, or the OAuth2 client secret (an OAuth2 account has no password)."""
+    if body.auth == "password":
+        if body.password is None:
+            raise _refused_field("body.password", None, "a password is needed (or auth oauth2)")
+        if body.oauth is not None:
+            raise _refused_field("body.oauth", body.oauth.model_dump(), "needs auth oauth2")
+        if body.client_secret is not None:
+            raise _refused_field("body.client_secret", "***", "needs auth oauth2")
+        return {"password_enc": box.encrypt(body.password.get_secret_value())}
+    if body.oauth is None:
+        raise _refused_field("body.oauth", None, "auth oauth2 needs oauth: {provider, client_id}")
+    if body.password is not None:
+        raise _refused_field("body.password", "***", "an OAuth2 account logs in without one")
+    if body.client_secret is None:
+        return {}
+    return {"oauth_client_secret_enc": box.encrypt(body.client_secret.get_secret_value())}
+
+
 @router.post("", status_code=201, responses=responses(409, 503))
 def create_account(
     body: AccountCreate, tenant: Tenant, store: StoreDep, box: SecretBoxDep, response: Response
 ) -> AccountView:
-    """Connect a mailbox (at most 10 per tenant: 409 past it); the password is stored encrypted."""
-    config = _config(tenant, body.model_dump(exclude={"password"}))
+    """Connect a mailbox (at most 10 per tenant: 409 past it); its secrets are stored encrypted.
+
+    An OAuth2 account (`auth: oauth2`) is then signed in with `…/oauth2/start` and `…/finish`.
+    """
+    secret = _secrets(body, box)
+    config = _config(tenant, body.model_dump(exclude={"password", "client_secret"}))
     _check_host(config)
     _check_group(store, config)
-    secret = {"password_enc": box.encrypt(body.password.get_secret_value())}
     now = datetime.now(UTC)
     try:
         with store_errors("add the account"):

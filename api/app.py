@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pymongo import ASCENDING, DESCENDING
 
-from api import accounts, letters, managers, notifications, operators, problems
+from api import accounts, letters, managers, notifications, oauth, operators, problems
 from api.settings import ApiSettings
 from shared.crypto import SecretBox
 from shared.health import Readiness, connectivity_problems
@@ -82,7 +82,7 @@ def create_app(settings: ApiSettings | None = None, store: Store | None = None) 
     if store is not None:
         app.state.store = store
     problems.install(app)
-    for module in (accounts, letters, notifications, managers, operators):
+    for module in (accounts, oauth, letters, notifications, managers, operators):
         app.include_router(module.router)
     _probes(app)
     return app

@@ -24,6 +24,7 @@ TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     422: "Invalid value",
+    502: "Bad gateway",
     503: "Service unavailable",
 }
 
@@ -65,7 +66,9 @@ def _safe(value: Any) -> Any:
         return repr(value)
 
 
-SECRET_FIELDS = frozenset({"password", "secret", "client_secret", "refresh_token", "token"})
+SECRET_FIELDS = frozenset(
+    {"password", "secret", "client_secret", "refresh_token", "token", "code", "state"}
+)
 
 
 def field_errors(

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from ops.context import Context
 from ops.output import UserError, read_secret
 from shared.accounts import Account
+from shared.oauth.authorize import NoRefreshTokenError, authorization_url, save_grant
 from shared.oauth.client import TokenGrant
 from shared.oauth.endpoint import token_endpoint
 from shared.oauth.pkce import AuthorizationRequest
@@ -141,15 +142,13 @@ def _oauth_account(ctx: Context, account_id: str) -> Account:
 def cmd_authorize(args: argparse.Namespace, ctx: Context) -> int:
     """Authorization code (PKCE) → tokens → refresh token stored encrypted; no secret shown."""
     account = _oauth_account(ctx, args.account_id)
-    assert account.oauth is not None
-    endpoints = account.oauth.endpoints(account.protocol)
     endpoint = token_endpoint(account, ctx.secrets)
     if args.paste:
         request = AuthorizationRequest(args.redirect_uri or "http://127.0.0.1/")
-        _show_url(request, account, endpoints.auth_url, endpoints.scope, paste=True)
+        _show_url(request, account, paste=True)
         code = _pasted_code(sys.stdin.readline(), request.state)
     else:
-        code, request = _loopback_code(args, account, endpoints.auth_url, endpoints.scope)
+        code, request = _loopback_code(args, account)
     now = datetime.now(UTC)
     grant = endpoint.exchange_code(
         code, redirect_uri=request.redirect_uri, verifier=request.verifier
@@ -169,13 +168,8 @@ def _report(account: Account, grant: TokenGrant, now: datetime) -> None:
     print("the fetcher uses it within one lease period")
 
 
-def _show_url(
-    request: AuthorizationRequest, account: Account, auth_url: str, scope: str, *, paste: bool
-) -> None:
-    url = request.url(
-        auth_url, client_id=account.oauth.client_id if account.oauth else "", scope=scope,
-        login_hint=account.username,
-    )  # fmt: skip
+def _show_url(request: AuthorizationRequest, account: Account, *, paste: bool) -> None:
+    url = authorization_url(account, request)
     print(f"Open this URL in a browser and sign in as {account.username}:\n\n  {url}\n")
     if paste:
         print("Then paste the address the browser was sent to (or the code) here:")
@@ -236,9 +230,7 @@ class _RedirectServer(HTTPServer):
         self.done = threading.Event()
 
 
-def _loopback_code(
-    args: argparse.Namespace, account: Account, auth_url: str, scope: str
-) -> tuple[str, AuthorizationRequest]:
+def _loopback_code(args: argparse.Namespace, account: Account) -> tuple[str, AuthorizationRequest]:
     """Listen on 127.0.0.1, show the URL, and take the code from the redirect."""
     try:
         server = _RedirectServer(args.port)
@@ -248,7 +240,7 @@ def _loopback_code(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        _show_url(request, account, auth_url, scope, paste=False)
+        _show_url(request, account, paste=False)
         if not server.done.wait(args.timeout):
             raise UserError(f"no redirect within {args.timeout:.0f}s (or use --paste)")
     finally:
@@ -258,24 +250,10 @@ def _loopback_code(
 
 
 def _store(ctx: Context, account: Account, grant: TokenGrant, now: datetime) -> None:
-    if grant.refresh_token is None:
-        raise UserError(
-            "the provider returned no refresh token: revoke this app's access in the "
-            "account's security settings and authorize again"
-        )
-    fields = {
-        "oauth_refresh_token_enc": ctx.secrets.encrypt(grant.refresh_token),
-        "oauth_access_token_enc": ctx.secrets.encrypt(grant.access_token),
-        "oauth_access_issued_at": now,
-        "oauth_access_expires_at": now + timedelta(seconds=grant.expires_in),
-        "oauth_refresh_expires_at": (
-            now + timedelta(seconds=grant.refresh_expires_in) if grant.refresh_expires_in else None
-        ),
-        "oauth_authorized_at": now,
-    }
-    ctx.store.accounts.update_one(
-        {"tenant_id": account.tenant_id, "_id": account.id}, {"$set": fields}
-    )
+    try:
+        save_grant(ctx.store, account, grant, ctx.secrets, now=now)
+    except NoRefreshTokenError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def login_secret(ctx: Context, account: Account) -> str:

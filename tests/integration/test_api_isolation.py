@@ -8,13 +8,18 @@ tenant filter, not the validation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from shared.accounts import AccountConfig
+from shared.crypto import SecretBox
+from shared.settings import Settings
 from shared.store import Store
 from tests.apiclient import Api, seed_tenant
+from tests.integration.test_api_oauth2 import CALLBACK, consent
+from tests.oauth_server import CLIENT_ID, CLIENT_SECRET, OAuthServer, running_oauth_server
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +37,18 @@ BODIES: dict[str, dict[str, Any]] = {
         "username": "x",
         "password": "pw",
     },
+    "OAuthStart": {"redirect_uri": CALLBACK},
+    "OAuthFinish": {"code": "c", "state": "s"},  # the walk as tenant B gets a real one
 }
-COLLECTIONS = ("accounts", "customers", "orders", "managers", "emails", "notifications")
+COLLECTIONS = (
+    "accounts", "customers", "orders", "managers", "emails", "notifications", "oauth_states",
+)  # fmt: skip
+
+
+@pytest.fixture
+def oauth() -> Iterator[OAuthServer]:
+    with running_oauth_server(port=0) as server:
+        yield server
 
 
 def routes(api: Api) -> list[tuple[str, str, dict[str, Any]]]:
@@ -59,35 +74,51 @@ def url_for(path: str, ids: dict[str, str]) -> str:
     return path
 
 
-def body_for(path: str, operation: dict[str, Any]) -> dict[str, Any] | None:
+def body_for(
+    path: str, operation: dict[str, Any], bodies: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     if "requestBody" not in operation:
         return None
     ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     name = ref.rsplit("/", 1)[1]
-    assert name in BODIES, f"{path}: give the walk a valid {name} body"
-    return BODIES[name]
+    bodies = BODIES | (bodies or {})
+    assert name in bodies, f"{path}: give the walk a valid {name} body"
+    return bodies[name]
 
 
 def snapshot(store: Store, tenant: str) -> dict[str, list[dict[str, Any]]]:
     return {c: list(store[c].find({"tenant_id": tenant}).sort("_id", 1)) for c in COLLECTIONS}
 
 
-def seed_b(store: Store) -> dict[str, str]:
+def seed_b(store: Store, settings: Settings, oauth: OAuthServer) -> dict[str, str]:
+    """Tenant B's data, with an OAuth2 account (every account route then answers B)."""
     ids = seed_tenant(store, "t-b")
     ids["account"] = "t-b-account"
     fields = {k: v for k, v in BODIES["AccountCreate"].items() if k != "password"}
-    config = AccountConfig(tenant_id="t-b", **fields).model_dump()
+    client = {"provider": "custom", "client_id": CLIENT_ID, "scope": "mail"}
+    client |= {"token_url": oauth.token_url, "auth_url": oauth.auth_url}
+    config = AccountConfig(tenant_id="t-b", auth="oauth2", oauth=client, **fields).model_dump()
+    assert settings.secret_key is not None
+    secret = SecretBox(settings.secret_key.get_secret_value()).encrypt(CLIENT_SECRET)
     store.accounts.insert_one(
-        {**config, "_id": ids["account"], "password_enc": "", "enabled": True}
+        {**config, "_id": ids["account"], "oauth_client_secret_enc": secret, "enabled": True}
     )
     store.emails.update_one({"_id": ids["letter"]}, {"$set": {"account_id": ids["account"]}})
     return ids
 
 
+def finish_body(api: Api, headers: dict[str, str], account_id: str) -> dict[str, str]:
+    """A code and state the account's provider gave for a start (consumed by one finish)."""
+    url = f"/accounts/{account_id}/oauth2/start"
+    started = api.client.post(url, json=BODIES["OAuthStart"], headers=headers)
+    callback = consent(started.json()["authorization_url"])
+    return {"code": callback["code"], "state": callback["state"]}
+
+
 def test_every_route_takes_a_tenants_token_or_an_operators_never_both(
-    api: Api, store: Store
+    api: Api, store: Store, settings: Settings, oauth: OAuthServer
 ) -> None:
-    b_ids = seed_b(store)
+    b_ids = seed_b(store, settings, oauth)
     tenant, operator = api.token("t-b"), api.token(None)
     for method, path, operation in routes(api):
         wrong = operator if tenant_scoped(path) else tenant
@@ -96,16 +127,19 @@ def test_every_route_takes_a_tenants_token_or_an_operators_never_both(
         assert answer.status_code == 403, f"{method} {url} with the other kind of token"
 
 
-def test_tenant_a_gets_404_on_every_route_for_tenant_bs_ids(api: Api, store: Store) -> None:
-    b_ids = seed_b(store)
+def test_tenant_a_gets_404_on_every_route_for_tenant_bs_ids(
+    api: Api, store: Store, settings: Settings, oauth: OAuthServer
+) -> None:
+    b_ids = seed_b(store, settings, oauth)
     seed_tenant(store, "t-a")
-    before = snapshot(store, "t-b")
     a_token, b_token = api.token("t-a"), api.token("t-b")
+    real = {"OAuthFinish": finish_body(api, b_token, b_ids["account"])}  # B's pending state
+    before = snapshot(store, "t-b")
     walked = []
     for method, path, operation in routes(api):
         if not tenant_scoped(path) or "{" not in path:
             continue
-        url, body = url_for(path, b_ids), body_for(path, operation)
+        url, body = url_for(path, b_ids), body_for(path, operation, real)
         answer = api.client.request(method, url, json=body, headers=a_token)
         assert answer.status_code == 404, f"{method} {url} as tenant A: {answer.status_code}"
         assert answer.headers["content-type"] == "application/problem+json"
@@ -119,13 +153,15 @@ def test_tenant_a_gets_404_on_every_route_for_tenant_bs_ids(api: Api, store: Sto
 
     for method, path, operation in routes(api):  # the ids are B's indeed: B reaches each
         if tenant_scoped(path) and "{" in path:
-            url, body = url_for(path, b_ids), body_for(path, operation)
+            url, body = url_for(path, b_ids), body_for(path, operation, real)
             answer = api.client.request(method, url, json=body, headers=b_token)
             assert answer.status_code < 400, f"{method} {url} as tenant B: {answer.text}"
 
 
-def test_listings_without_ids_show_only_the_tokens_tenant(api: Api, store: Store) -> None:
-    b_ids = seed_b(store)
+def test_listings_without_ids_show_only_the_tokens_tenant(
+    api: Api, store: Store, settings: Settings, oauth: OAuthServer
+) -> None:
+    b_ids = seed_b(store, settings, oauth)
     a_ids = seed_tenant(store, "t-a")
     a_token = api.token("t-a")
     for method, path, _operation in routes(api):

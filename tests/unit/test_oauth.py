@@ -12,10 +12,16 @@ from pydantic import ValidationError
 
 from shared.accounts import Account, AccountConfig
 from shared.crypto import SecretBox
-from shared.errors import MailboxRejectedError, MailboxUnavailableError
+from shared.errors import ConfigError, MailboxRejectedError, MailboxUnavailableError
+from shared.oauth.authorize import NoRefreshTokenError, authorization_url, grant_fields
 from shared.oauth.client import TokenEndpoint, TokenGrant
 from shared.oauth.pkce import AuthorizationRequest, challenge_of
-from shared.oauth.providers import OAuthClient
+from shared.oauth.providers import (
+    MICROSOFT_BASE,
+    MICROSOFT_SCOPES,
+    OAuthClient,
+    ProviderName,
+)
 from shared.oauth.tokens import AccessTokens, StoredTokens, renew_at
 from tests.oauth_server import CLIENT_ID, CLIENT_SECRET, OAuthServer, running_oauth_server
 
@@ -57,6 +63,39 @@ def test_the_authorization_url_carries_pkce_state_and_the_login_hint() -> None:
     assert query["code_challenge_method"] == "S256" and query["state"] == request.state
     assert query["x"] == "1" and query["login_hint"] == "u"
     assert AuthorizationRequest("r").verifier != request.verifier
+
+
+def oauth_account(provider: ProviderName, *, auth: str = "oauth2") -> Account:
+    client = OAuthClient(provider=provider, client_id="app-1") if auth == "oauth2" else None
+    return Account.model_validate(
+        {"_id": "a1", "tenant_id": "t", "owner_id": "u", "protocol": "imap",
+         "host": "outlook.office365.com", "username": "orders@example.com",
+         "auth": auth, "oauth": client}
+    )  # fmt: skip
+
+
+def test_the_authorization_url_of_an_account_is_its_providers_with_its_mail_scope() -> None:
+    request = AuthorizationRequest("https://crm.example/callback")
+    url = urlsplit(authorization_url(oauth_account("microsoft"), request))
+    assert f"{url.scheme}://{url.netloc}{url.path}" == f"{MICROSOFT_BASE}/authorize"
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    assert query["scope"] == MICROSOFT_SCOPES["imap"] and query["client_id"] == "app-1"
+    assert query["login_hint"] == "orders@example.com"
+    assert query["redirect_uri"] == "https://crm.example/callback"
+    with pytest.raises(ConfigError, match="a1 logs in with a password"):
+        authorization_url(oauth_account("google", auth="password"), request)
+
+
+def test_a_codes_grant_is_kept_encrypted_and_one_without_a_refresh_token_refused() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    fields = grant_fields(TokenGrant("at-1", 3600, "rt-1", 86_400), BOX, now)
+    assert BOX.decrypt(fields["oauth_refresh_token_enc"]) == "rt-1"
+    assert BOX.decrypt(fields["oauth_access_token_enc"]) == "at-1"
+    assert "rt-1" not in str(fields) and "at-1" not in str(fields)
+    assert fields["oauth_access_expires_at"] == now + timedelta(hours=1)
+    assert fields["oauth_refresh_expires_at"] == now + timedelta(days=1)
+    with pytest.raises(NoRefreshTokenError, match="authorize again"):
+        grant_fields(TokenGrant("at-2", 3600), BOX, now)
 
 
 @dataclass
