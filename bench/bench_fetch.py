@@ -133,6 +133,7 @@ def main() -> int:
         for queue in broker.topology.all_queues():
             broker.channel.queue_delete(queue)
         broker.channel.exchange_delete(broker.topology.exchange)
+        broker.channel.exchange_delete(broker.topology.failures_exchange)
         broker.close()
         store.client.drop_database(ns)
         store.close()

@@ -130,6 +130,7 @@ class Run:
             for queue in broker.topology.all_queues():
                 broker.channel.queue_delete(queue)
             broker.channel.exchange_delete(broker.topology.exchange)
+            broker.channel.exchange_delete(broker.topology.failures_exchange)
         self.store.client.drop_database(self.settings.namespace)
         self.store.close()
 

@@ -3,14 +3,19 @@
 Plain data and the standard library only, so that the local set-up (`deploy/local/lib.sh`,
 system Python) and the deploy set-up job read the same rules:
 
-    python -m shared.brokeraccess rules [NAMESPACE]  # the rules, one user a line (for lib.sh)
-    python -m shared.brokeraccess apply              # users and rules through the management API
+    python -m shared.brokeraccess rules             # the rules, one user a line (for lib.sh)
+    python -m shared.brokeraccess topic-rules [NS]  # the topic rules, one user and exchange a line
+    python -m shared.brokeraccess apply             # users and rules through the management API
 
 The permission patterns fit any namespace (`<namespace>.binder.in`, ...), so that a test's
 namespace is held to the same rules as production's; the virtual host is what separates two
 deployments. Topic rules (which routing keys a user may publish) are RabbitMQ's per exchange
-*name*: they are granted per namespace, and an events exchange without them lets any user
-that may write to it publish any routing key.
+*name*: they are granted per namespace, on its events and its failures exchange; an exchange
+without them lets any user that may write to it publish any routing key.
+
+No stage may write to the default exchange (`amq.default`): it reaches every queue by its
+name. A stage sends its failures through the failures exchange, whose topic rules name its own
+`.retry` and `.dlq` only; the operator replays dead letters through the default exchange.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -30,6 +36,7 @@ from shared.topology import STAGE_BINDINGS, Topology
 _NS = r"[a-z][a-z0-9_.-]*"
 NOTHING = "^$"
 EVENTS = rf"^{_NS}\.events$"
+FAILURES = rf"^{_NS}\.failures$"
 ANY_QUEUE = rf"{_NS}\.({'|'.join(STAGE_BINDINGS)})\.in(\.retry|\.dlq)?"
 
 
@@ -47,7 +54,8 @@ class BrokerUser:
 
     `configure` declares and deletes; `write` publishes (to an exchange) and binds (a queue);
     `read` consumes, gets and purges (a queue) and binds (an exchange). `topic_write` is
-    matched against the routing key of every publish to the events exchange.
+    matched against the routing key of every publish to the events exchange; `failures_of`
+    are the stages whose `.retry` and `.dlq` it may send to through the failures exchange.
     """
 
     role: str
@@ -56,6 +64,7 @@ class BrokerUser:
     read: str
     topic_write: str = NOTHING
     topic_read: str = NOTHING
+    failures_of: tuple[str, ...] = ()
     tags: str = ""
 
     @property
@@ -66,13 +75,14 @@ class BrokerUser:
 
 def _consumer(stage: str, *publishes: str, queues: tuple[str, ...] = ()) -> BrokerUser:
     """A consuming stage: reads its own queues, publishes `publishes` on the events exchange
-    and sends its failures to its own `.retry`/`.dlq` through the default exchange."""
+    and sends its failures to its own `.retry`/`.dlq` through the failures exchange."""
     return BrokerUser(
         role=stage,
         configure=NOTHING,
-        write=rf"^({EVENTS[1:-1]}|amq\.default)$",  # amq.default: the default ("") exchange
+        write=rf"^({EVENTS[1:-1]}|{FAILURES[1:-1]})$",
         read=rf"^{_queues(*(queues or (stage,)))}$",
         topic_write=_keys(*publishes),
+        failures_of=queues or (stage,),
     )
 
 
@@ -92,9 +102,10 @@ USERS: tuple[BrokerUser, ...] = (
     _consumer("notifier", r"notification\.created", queues=("notifier", "webhook")),
     BrokerUser(
         role="operator",
-        configure=rf"^({EVENTS[1:-1]}|{ANY_QUEUE})$",
+        configure=rf"^({EVENTS[1:-1]}|{FAILURES[1:-1]}|{ANY_QUEUE})$",
+        # amq.default: the default ("") exchange, through which dead letters are replayed
         write=rf"^({EVENTS[1:-1]}|{ANY_QUEUE}|amq\.default)$",
-        read=rf"^({EVENTS[1:-1]}|{ANY_QUEUE})$",
+        read=rf"^({EVENTS[1:-1]}|{FAILURES[1:-1]}|{ANY_QUEUE})$",
         topic_write=NOTHING,
         topic_read=".*",
         tags="management",
@@ -116,26 +127,36 @@ def user_name(role: str, prefix: str = "mailintake") -> str:
     return f"{prefix}-{user(role).role}"
 
 
-def rules_lines(namespace: str = "mailintake", prefix: str = "mailintake") -> str:
-    """One line per user, tab-separated: name, tags, configure, write, read, topic write,
-    topic read, the events exchange of `namespace` (what lib.sh hands to rabbitmqctl)."""
-    exchange = Topology(namespace).exchange
-    rows = [_row(u, prefix, exchange) for u in USERS]
+def failure_keys(namespace: str, stages: tuple[str, ...]) -> str:
+    """The routing keys `stages` may send on `namespace`'s failures exchange: their own
+    `.retry` and `.dlq` queues' names (nothing for no stages)."""
+    if not stages:
+        return NOTHING
+    ns = re.escape(namespace)
+    return rf"^{ns}\.({'|'.join(stages)})\.in\.(retry|dlq)$"
+
+
+def topic_rules(u: BrokerUser, namespace: str) -> list[tuple[str, str, str]]:
+    """`u`'s topic rules in `namespace`: (exchange, write, read) for each of its exchanges."""
+    topology = Topology(namespace)
+    return [
+        (topology.exchange, u.topic_write, u.topic_read),
+        (topology.failures_exchange, failure_keys(namespace, u.failures_of), u.topic_read),
+    ]
+
+
+def rules_lines(prefix: str = "mailintake") -> str:
+    """One line per user, tab-separated: name, tags, configure, write, read (what lib.sh hands
+    to rabbitmqctl; the patterns fit every namespace)."""
+    rows = [[user_name(u.role, prefix), u.tags or "-", u.configure, u.write, u.read] for u in USERS]
     return "".join("\t".join(row) + "\n" for row in rows)
 
 
-def _row(u: BrokerUser, prefix: str, exchange: str) -> list[str]:
-    name = user_name(u.role, prefix)
-    return [
-        name,
-        u.tags or "-",
-        u.configure,
-        u.write,
-        u.read,
-        u.topic_write,
-        u.topic_read,
-        exchange,
-    ]
+def topic_rules_lines(namespace: str = "mailintake", prefix: str = "mailintake") -> str:
+    """One line per user and exchange of `namespace`, tab-separated: name, exchange, topic
+    write, topic read."""
+    rows = [[user_name(u.role, prefix), *rule] for u in USERS for rule in topic_rules(u, namespace)]
+    return "".join("\t".join(row) + "\n" for row in rows)
 
 
 def apply(
@@ -147,16 +168,17 @@ def apply(
     prefix: str = "mailintake",
 ) -> list[str]:
     """Create or update the users of `passwords` (role -> password) and their rules (the topic
-    rules on `namespace`'s events exchange) through the RabbitMQ management API at
-    `management_url` (an administrator's); the user names."""
-    done, exchange = [], Topology(namespace).exchange
+    rules on `namespace`'s exchanges) through the RabbitMQ management API at `management_url`
+    (an administrator's); the user names."""
+    done = []
     for role, password in passwords.items():
         u, name = user(role), user_name(role, prefix)
         _put(management_url, f"users/{_q(name)}", {"password": password, "tags": u.tags})
         rules = {"configure": u.configure, "write": u.write, "read": u.read}
         _put(management_url, f"permissions/{_q(vhost)}/{_q(name)}", rules)
-        topic = {"exchange": exchange, "write": u.topic_write, "read": u.topic_read}
-        _put(management_url, f"topic-permissions/{_q(vhost)}/{_q(name)}", topic)
+        for exchange, write, read in topic_rules(u, namespace):
+            topic = {"exchange": exchange, "write": write, "read": read}
+            _put(management_url, f"topic-permissions/{_q(vhost)}/{_q(name)}", topic)
         done.append(name)
     return done
 
@@ -187,15 +209,19 @@ def _put(management_url: str, path: str, body: dict[str, str]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`rules`: print the rules; `apply`: create the users whose password is in the environment
-    (MAILINTAKE_BROKER_PASSWORD_<ROLE>) with MAILINTAKE_RABBITMQ_ADMIN_URL, then declare the
-    topology as the operator (MAILINTAKE_AMQP_URL_OPERATOR)."""
-    if argv[1:2] == ["rules"] and len(argv) <= 3:
-        sys.stdout.write(rules_lines(*argv[2:3]))
+    """`rules`, `topic-rules`: print the rules; `apply`: create the users whose password is in
+    the environment (MAILINTAKE_BROKER_PASSWORD_<ROLE>) with MAILINTAKE_RABBITMQ_ADMIN_URL,
+    then declare the topology as the operator (MAILINTAKE_AMQP_URL_OPERATOR)."""
+    if argv[1:] == ["rules"]:
+        sys.stdout.write(rules_lines())
+        return 0
+    if argv[1:2] == ["topic-rules"] and len(argv) <= 3:
+        sys.stdout.write(topic_rules_lines(*argv[2:3]))
         return 0
     if argv[1:] == ["apply"]:
         return _apply_from_env()
-    print("usage: python -m shared.brokeraccess rules [NAMESPACE] | apply", file=sys.stderr)
+    usage = "usage: python -m shared.brokeraccess rules | topic-rules [NAMESPACE] | apply"
+    print(usage, file=sys.stderr)
     return 2
 
 

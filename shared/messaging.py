@@ -160,7 +160,8 @@ class Broker:
 
     # -- topology -----------------------------------------------------------------------
     def declare(self, stages: Sequence[str] = tuple(STAGE_BINDINGS)) -> None:
-        """Declare the exchange and, per stage, its work, retry and dead-letter queues.
+        """Declare the exchanges and, per stage, its work, retry and dead-letter queues, the
+        retry and dead-letter queues bound to the failures exchange by their own names.
 
         A user without `configure` (a stage's own user) is refused: then the topology must be
         there already, declared by the operator, and is only checked (passive declares).
@@ -176,13 +177,14 @@ class Broker:
 
     def _check_declared(self, stages: Sequence[str]) -> None:
         t = self.topology
-        names = [t.exchange] + [
+        exchanges = (t.exchange, t.failures_exchange)
+        names = [*exchanges] + [
             q + s for q in map(t.work_queue, stages) for s in ("", ".retry", ".dlq")
         ]
         for name in names:
             try:
                 with self._translated(f"check {name}"):
-                    if name == t.exchange:
+                    if name in exchanges:
                         self.channel.exchange_declare(name, passive=True)
                     else:
                         self.channel.queue_declare(name, passive=True)
@@ -200,6 +202,7 @@ class Broker:
         with self._translated("declare"):
             ch = self.channel
             ch.exchange_declare(t.exchange, exchange_type="topic", durable=True)
+            ch.exchange_declare(t.failures_exchange, exchange_type="topic", durable=True)
             for stage in stages:
                 queue = t.work_queue(stage)
                 ch.queue_declare(
@@ -222,6 +225,11 @@ class Broker:
                 )
                 for key in STAGE_BINDINGS[stage]:
                     ch.queue_bind(queue, t.exchange, routing_key=key)
+                # A failure is sent by its queue's name; what RabbitMQ dead-letters itself (a
+                # retry's delay over, a delivery limit reached) still goes through the default
+                # exchange, which is not subject to any user's permissions.
+                for failures in t.failure_queues(stage):
+                    ch.queue_bind(failures, t.failures_exchange, routing_key=failures)
 
     def queue_counts(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of an existing queue."""

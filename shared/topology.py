@@ -14,7 +14,8 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Topology:
-    """One topic exchange; per stage a quorum work queue with its `.retry` and `.dlq`."""
+    """The events exchange and the failures exchange (both topic); per stage a quorum work
+    queue with its `.retry` and `.dlq`."""
 
     namespace: str = "mailintake"
     delivery_limit: int = 10
@@ -22,6 +23,19 @@ class Topology:
     @property
     def exchange(self) -> str:
         return f"{self.namespace}.events"
+
+    @property
+    def failures_exchange(self) -> str:
+        """`<namespace>.failures`: where a stage sends a failed message, to its own `.retry`
+        or `.dlq` (each bound by its own name), so that no stage needs the default exchange,
+        which reaches every queue by name."""
+        return f"{self.namespace}.failures"
+
+    def failure_queues(self, stage: str) -> tuple[str, str]:
+        """The `.retry` and `.dlq` of `stage`'s work queue (their names are their routing keys
+        on the failures exchange)."""
+        queue = self.work_queue(stage)
+        return self.retry_queue(queue), self.dead_letter_queue(queue)
 
     def work_queue(self, stage: str) -> str:
         """`<namespace>.<stage>.in`, e.g. mailintake.binder.in."""

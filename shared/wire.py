@@ -61,12 +61,18 @@ class Incoming:
     redelivered: bool = False
 
     def forward(
-        self, queue: str, headers: dict[str, Any], *, expiration_ms: int | None = None
+        self,
+        queue: str,
+        headers: dict[str, Any],
+        *,
+        exchange: str = "",
+        expiration_ms: int | None = None,
     ) -> Outgoing:
-        """This message, sent straight to `queue` (default exchange) with `headers`."""
+        """This message, sent to `queue` with `headers`: by the queue's name, through
+        `exchange` (the default exchange, or one that binds `queue` by its name)."""
         return Outgoing(
             routing_key=queue,
-            exchange="",
+            exchange=exchange,
             body=self.body,
             content_type=self.content_type or "application/octet-stream",
             message_id=self.message_id,

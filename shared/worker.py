@@ -83,8 +83,11 @@ class RetryPolicy:
         return int(min(self.base_seconds * 2**attempt, self.max_seconds) * 1000)
 
 
-def settle_failure(message: Incoming, exc: BaseException, policy: RetryPolicy) -> list[Outgoing]:
-    """Where a failed message goes: its `.retry` queue with a delay, or its `.dlq`.
+def settle_failure(
+    message: Incoming, exc: BaseException, policy: RetryPolicy, topology: Topology
+) -> list[Outgoing]:
+    """Where a failed message goes: its `.retry` queue with a delay, or its `.dlq`, both
+    through `topology`'s failures exchange.
 
     Permanent errors go to the DLQ at once; anything else is retried with a growing delay
     (an unknown error may be a passing one) until `policy.max_retries` is used up.
@@ -92,16 +95,24 @@ def settle_failure(message: Incoming, exc: BaseException, policy: RetryPolicy) -
     headers = failure_headers(message, exc)
     if not isinstance(exc, PermanentError):
         if message.attempt < policy.max_retries:
-            return [retry_later(message, headers, policy)]
+            return [retry_later(message, headers, policy, topology)]
         headers[H_ERROR] = f"retries exhausted ({message.attempt}): {headers[H_ERROR]}"
-    return [message.forward(Topology.dead_letter_queue(message.queue), headers)]
+    dlq = Topology.dead_letter_queue(message.queue)
+    return [message.forward(dlq, headers, exchange=topology.failures_exchange)]
 
 
-def retry_later(message: Incoming, headers: dict[str, Any], policy: RetryPolicy) -> Outgoing:
+def retry_later(
+    message: Incoming, headers: dict[str, Any], policy: RetryPolicy, topology: Topology
+) -> Outgoing:
     """`message` to its `.retry` queue with `headers`, delayed by its attempt's delay."""
     delay = policy.delay_ms(message.attempt)
     retried = {**headers, H_ATTEMPT: message.attempt + 1}
-    return message.forward(Topology.retry_queue(message.queue), retried, expiration_ms=delay)
+    return message.forward(
+        Topology.retry_queue(message.queue),
+        retried,
+        exchange=topology.failures_exchange,
+        expiration_ms=delay,
+    )
 
 
 class StageWorker:
@@ -243,7 +254,7 @@ class StageWorker:
         self, message: Incoming, exc: BaseException, event: Event | None = None
     ) -> list[Outgoing]:
         """Where a failed message goes (`settle_failure`); a dead letter recorded first."""
-        outputs = settle_failure(message, exc, self._policy)
+        outputs = settle_failure(message, exc, self._policy, self.broker.topology)
         dlq = Topology.dead_letter_queue(message.queue)
         if event is not None and outputs[0].routing_key == dlq:
             outputs = self._record_dead_letter(message, event, outputs[0])
@@ -273,7 +284,7 @@ class StageWorker:
                 told = self._dead_letters.record(event, str(dead_letter.headers[H_ERROR]))
         except Exception as exc:  # not recorded: it comes back later, to be recorded then
             log.warning("dead_letter_not_recorded", error_class=type(exc).__name__, error=str(exc))
-            return [retry_later(message, dead_letter.headers, self._policy)]
+            return [retry_later(message, dead_letter.headers, self._policy, self.broker.topology)]
         return [dead_letter, *(encode_event(e) for e in told)]
 
     def run(self) -> None:

@@ -171,11 +171,12 @@ def broker(settings: Settings) -> Iterator[Broker]:
 
 
 def delete_topology(b: Broker) -> None:
-    """Remove a test's exchange and queues."""
+    """Remove a test's exchanges and queues."""
     b.connect()
     for queue in b.topology.all_queues():
         b.channel.queue_delete(queue)
     b.channel.exchange_delete(b.topology.exchange)
+    b.channel.exchange_delete(b.topology.failures_exchange)
 
 
 @dataclass

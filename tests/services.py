@@ -124,7 +124,7 @@ TEST_NAMESPACE = re.compile(r"^t[0-9a-f]{10}$")
 
 
 def forget_namespace(settings: Settings) -> None:
-    """Delete one test's queues, exchange and database; never raises."""
+    """Delete one test's queues, exchanges and database; never raises."""
     from shared.messaging import Broker
     from shared.store import Store
     from shared.topology import Topology
@@ -137,6 +137,7 @@ def forget_namespace(settings: Settings) -> None:
         for queue in broker.topology.all_queues():
             broker.channel.queue_delete(queue)
         broker.channel.exchange_delete(broker.topology.exchange)
+        broker.channel.exchange_delete(broker.topology.failures_exchange)
     except Exception:  # a fault test may have left the broker down
         pass
     finally:

@@ -396,11 +396,11 @@ rabbitmq_stop() {
 BROKER_ROLES="fetcher binder assigner notifier operator monitor"
 
 rabbitmq_users() {
-    local name tags configure write read topic_write topic_read exchange role existing
+    local name tags configure write read role existing
     mkdir -p "$RMQ_DIR/users"
     chmod 700 "$RMQ_DIR/users"
     existing=$(rmq rabbitmqctl -q list_users </dev/null | cut -f1)
-    while IFS=$'\t' read -r name tags configure write read topic_write topic_read exchange; do
+    while IFS=$'\t' read -r name tags configure write read; do
         role=${name#mailintake-}
         if printf '%s\n' "$existing" | grep -qx -- "$name"; then
             random_secret "$RMQ_DIR/users/$role.password" |
@@ -413,27 +413,28 @@ rabbitmq_users() {
         # shellcheck disable=SC2086  # no tags or one tag
         rmq rabbitmqctl -q set_user_tags "$name" $tags </dev/null >/dev/null
         rmq rabbitmqctl -q set_permissions -p / "$name" "$configure" "$write" "$read" </dev/null >/dev/null
-    done < <(broker_rules "${MAILINTAKE_NAMESPACE:-mailintake}")
+    done < <(broker_rules rules)
     rabbitmq_topic_rules "${MAILINTAKE_NAMESPACE:-mailintake}"
 }
 
-# broker_rules NAMESPACE: shared/brokeraccess.py's rules, one user a line (tab-separated).
+# broker_rules rules | topic-rules NAMESPACE: shared/brokeraccess.py's rules (one user a line)
+# or topic rules (one user and exchange a line), tab-separated.
 broker_rules() {
-    (cd "$LOCAL_DIR/../.." && PYTHONPATH=. python3 -m shared.brokeraccess rules "$1")
+    (cd "$LOCAL_DIR/../.." && PYTHONPATH=. python3 -m shared.brokeraccess "$@")
 }
 
 # rabbitmq_topic_rules NAMESPACE [clear]: grant (or take back) the topic rules of every user
-# on NAMESPACE's events exchange. RabbitMQ keys topic rules by exchange name: each namespace
-# (a test's too) needs its own.
+# on NAMESPACE's events and failures exchanges. RabbitMQ keys topic rules by exchange name:
+# each namespace (a test's too) needs its own. Idempotent.
 rabbitmq_topic_rules() {
-    local ns=$1 action=${2:-set} name _t _c _w _r topic_write topic_read exchange
-    while IFS=$'\t' read -r name _t _c _w _r topic_write topic_read exchange; do
+    local ns=$1 action=${2:-set} name exchange topic_write topic_read
+    while IFS=$'\t' read -r name exchange topic_write topic_read; do
         if [ "$action" = clear ]; then
             rmq rabbitmqctl -q clear_topic_permissions -p / "$name" "$exchange" </dev/null >/dev/null
         else
             rmq rabbitmqctl -q set_topic_permissions -p / "$name" "$exchange" "$topic_write" "$topic_read" </dev/null >/dev/null
         fi
-    done < <(broker_rules "$ns")
+    done < <(broker_rules topic-rules "$ns")
 }
 
 # The per-user URL lines of env.sh: MAILINTAKE_LOCAL_AMQP_URL_<ROLE>=amqp://...

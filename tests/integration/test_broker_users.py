@@ -11,6 +11,8 @@ import base64
 import os
 import shlex
 import subprocess
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,11 +21,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared.brokeraccess import apply
-from shared.errors import BrokerUnavailableError
+from shared.contracts import Event
+from shared.errors import BrokerUnavailableError, PermanentError, TransientError
 from shared.messaging import Broker
 from shared.settings import Settings
 from shared.topology import Topology
-from shared.wire import Outgoing
+from shared.wire import H_ATTEMPT, H_ERROR, Outgoing, encode_event
+from shared.worker import RetryPolicy, StageWorker
+from tests.integration.test_broker import bound, drain
 from tests.services import REPO, missing
 
 pytestmark = pytest.mark.integration
@@ -61,6 +66,7 @@ def shared_namespace(amqp_url: str) -> Iterator[Topology]:
     for queue in topology.all_queues():
         admin.channel.queue_delete(queue)
     admin.channel.exchange_delete(topology.exchange)
+    admin.channel.exchange_delete(topology.failures_exchange)
     admin.close()
 
 
@@ -182,15 +188,77 @@ def test_a_stage_may_not_take_from_another_stages_queue(
     assert broker.queue_counts(name)[0] == 1  # still there
 
 
-@pytest.mark.parametrize("stage", ["binder", "assigner", "notifier"])
+FAILURES = {  # role -> the queues whose failures it sends (its own)
+    "binder": ["binder"],
+    "assigner": ["assigner"],
+    "notifier": ["notifier", "webhook"],
+}
+REFUSED_FAILURES = {  # role -> failure queues of other stages
+    "binder": ["notifier.in.dlq", "notifier.in.retry", "assigner.in.dlq"],
+    "assigner": ["binder.in.dlq", "notifier.in.retry"],
+    "notifier": ["binder.in.retry", "assigner.in.dlq"],
+    "fetcher": ["binder.in.dlq", "notifier.in.retry"],
+    "operator": ["binder.in.dlq"],
+}
+DEFAULT_EXCHANGE_TARGETS = {  # role -> queues it tries to reach by name
+    "binder": ["notifier.in", "binder.in.dlq", "binder.in.retry"],
+    "assigner": ["notifier.in", "assigner.in.dlq"],
+    "notifier": ["binder.in", "notifier.in.retry", "webhook.in.dlq"],
+    "fetcher": ["binder.in"],
+}
+
+
+@pytest.mark.parametrize(("role", "stage"), [(r, s) for r, ss in FAILURES.items() for s in ss])
 def test_a_stage_sends_its_failures_to_its_own_retry_and_dead_letter_queues(
-    broker: Broker, as_role: Callable[[str], Broker], stage: str
+    broker: Broker, as_role: Callable[[str], Broker], role: str, stage: str
 ) -> None:
-    work = broker.topology.work_queue(stage)
-    own = as_role(stage)
-    for queue in (Topology.dead_letter_queue(work), Topology.retry_queue(work)):
-        assert refusal(publish(own, queue, exchange="")) is None
-    assert broker.queue_counts(Topology.dead_letter_queue(work))[0] == 1
+    """Through the failures exchange, each landing in the queue its routing key names."""
+    own, failures = as_role(role), broker.topology.failures_exchange
+    for queue in broker.topology.failure_queues(stage):
+        assert refusal(publish(own, queue, exchange=failures)) is None
+        assert broker.queue_counts(queue)[0] == 1
+    others = [
+        q for q in broker.topology.all_queues() if q not in broker.topology.failure_queues(stage)
+    ]
+    assert sum(broker.queue_counts(q)[0] for q in others) == 0
+
+
+@pytest.mark.parametrize(
+    ("role", "queue"), [(r, q) for r, qs in REFUSED_FAILURES.items() for q in qs]
+)
+def test_a_stage_may_not_send_failures_to_another_stages_queues(
+    broker: Broker, as_role: Callable[[str], Broker], role: str, queue: str
+) -> None:
+    """The failures exchange's topic rules name each stage's own queues only."""
+    name = broker.topology.resolve(queue)
+    own = as_role(role)
+    refused = refusal(publish(own, name, exchange=broker.topology.failures_exchange))
+    assert refused is not None and broker.topology.failures_exchange in refused
+    if role in FAILURES:  # it may write to the exchange: its topic rules refuse the key
+        assert f"topic '{name}'" in refused
+    assert broker.queue_counts(name)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("role", "queue"), [(r, q) for r, qs in DEFAULT_EXCHANGE_TARGETS.items() for q in qs]
+)
+def test_a_stage_may_not_address_a_queue_through_the_default_exchange(
+    broker: Broker, as_role: Callable[[str], Broker], role: str, queue: str
+) -> None:
+    """Not another stage's queue, and not its own failure queues either: the default exchange
+    reaches every queue by name, so no stage may write to it."""
+    name = broker.topology.resolve(queue)
+    refused = refusal(publish(as_role(role), name, exchange=""))
+    assert refused is not None and "amq.default" in refused
+    assert broker.queue_counts(name)[0] == 0
+
+
+def test_the_operator_replays_through_the_default_exchange(
+    broker: Broker, as_role: Callable[[str], Broker]
+) -> None:
+    queue = broker.topology.work_queue("binder")
+    assert refusal(publish(as_role("operator"), queue, exchange="")) is None
+    assert broker.queue_counts(queue)[0] == 1
 
 
 @pytest.mark.parametrize("role", ["fetcher", "binder", "assigner", "notifier"])
@@ -253,6 +321,12 @@ def test_the_set_up_job_grants_the_same_rules_through_the_management_api(broker:
         assert refusal(publish(binder, "mail.bound")) is None
         assert refusal(publish(binder, "mail.fetched.x")) is not None
         assert refusal(take(binder, "notifier.in")) is not None
+        t = broker.topology
+        retry, _ = t.failure_queues("binder")
+        assert refusal(publish(binder, retry, exchange=t.failures_exchange)) is None
+        _, notifier_dlq = t.failure_queues("notifier")
+        assert refusal(publish(binder, notifier_dlq, exchange=t.failures_exchange)) is not None
+        assert refusal(publish(binder, t.work_queue("notifier"), exchange="")) is not None
         binder.close()
     finally:
         for name in names:
@@ -267,3 +341,72 @@ def _delete_user(management_url: str, name: str) -> None:
     token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
     request.add_header("authorization", f"Basic {token}")
     urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_an_upgraded_deployment_gets_the_failures_exchange_and_its_retries_still_flow_back(
+    amqp_url: str,
+) -> None:
+    """A topology declared before the failures exchange existed: the operator's declare adds
+    it and its bindings, and a message already waiting in a retry queue (sent there through the
+    default exchange) still goes back to its work queue when its delay is over."""
+    topology = Topology(f"t{uuid.uuid4().hex[:10]}", delivery_limit=3)
+    admin = Broker(amqp_url, topology)
+    admin.connect()
+    admin.declare()
+    admin.channel.exchange_delete(topology.failures_exchange)  # what an older release declared
+    lib_sh("rabbitmq_topic_rules", topology.namespace)
+    work = topology.work_queue("binder")
+    retry, dlq = topology.failure_queues("binder")
+    try:
+        admin.publish([Outgoing(retry, b"{}", exchange="", expiration_ms=1500)])
+        operator = Broker(role_url("operator"), topology)
+        operator.declare()
+        operator.close()
+        binder = Broker(role_url("binder"), topology)
+        assert refusal(publish(binder, dlq, exchange=topology.failures_exchange)) is None
+        binder.close()
+        assert admin.queue_counts(dlq)[0] == 1
+        _wait(lambda: admin.queue_counts(work)[0] == 1, "the retried message in its work queue")
+        assert admin.queue_counts(retry)[0] == 0
+    finally:
+        lib_sh("rabbitmq_topic_rules", topology.namespace, "clear")
+        admin.connect()
+        for queue in topology.all_queues():
+            admin.channel.queue_delete(queue)
+        admin.channel.exchange_delete(topology.exchange)
+        admin.channel.exchange_delete(topology.failures_exchange)
+        admin.close()
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_stage_worker_as_its_own_user_retries_then_dead_letters(broker: Broker) -> None:
+    """The worker's failures, as the assigner's user: a transient one back through
+    `.retry` to the work queue, then a permanent one into the `.dlq` with its reason."""
+    failures: list[Exception] = [TransientError("store away"), PermanentError("bad event")]
+
+    def handler(_event: Event, _payload: bytes | None) -> list[Event]:
+        raise failures.pop(0)
+
+    own = Broker(role_url("assigner"), broker.topology, prefetch=10)
+    policy = RetryPolicy(max_retries=3, base_seconds=0.05)
+    worker = StageWorker("assigner", own, handler, policy=policy)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        _wait(worker.consuming.is_set, "the worker consuming")
+        broker.publish([encode_event(bound(1))])
+        dlq = Topology.dead_letter_queue(worker.queue)
+        _wait(lambda: broker.queue_counts(dlq)[0] == 1, "the dead letter")
+    finally:
+        worker.stop.set()
+        thread.join(timeout=30)
+    [message] = drain(broker, dlq)
+    assert message.headers[H_ATTEMPT] == 1 and message.headers[H_ERROR] == "bad event"
+    assert failures == []

@@ -18,6 +18,7 @@ from shared.worker import EventHandler, RetryPolicy, StageWorker, settle_failure
 from tests.fakes import FakeUnitOfWork
 
 POLICY = RetryPolicy(max_retries=3, base_seconds=1.0, max_seconds=5.0)
+TOPOLOGY = Topology("mi")
 
 
 def message(attempt: int = 0) -> Incoming:
@@ -38,8 +39,8 @@ def message(attempt: int = 0) -> Incoming:
 
 
 def test_permanent_error_goes_to_the_dlq_at_once_with_its_reason() -> None:
-    [out] = settle_failure(message(), PermanentError("bad mail"), POLICY)
-    assert out.exchange == "" and out.routing_key == "mi.binder.in.dlq"
+    [out] = settle_failure(message(), PermanentError("bad mail"), POLICY, TOPOLOGY)
+    assert out.exchange == "mi.failures" and out.routing_key == "mi.binder.in.dlq"
     assert out.headers[H_ERROR] == "bad mail"
     assert out.headers[H_ERROR_CLASS] == "PermanentError"
     assert out.headers[H_QUEUE] == "mi.binder.in"
@@ -50,8 +51,8 @@ def test_permanent_error_goes_to_the_dlq_at_once_with_its_reason() -> None:
 
 @pytest.mark.parametrize(("attempt", "delay_ms"), [(0, 1000), (1, 2000), (2, 4000)])
 def test_transient_error_is_retried_later_with_growing_delay(attempt: int, delay_ms: int) -> None:
-    [out] = settle_failure(message(attempt), TransientError("store down"), POLICY)
-    assert out.routing_key == "mi.binder.in.retry"
+    [out] = settle_failure(message(attempt), TransientError("store down"), POLICY, TOPOLOGY)
+    assert out.exchange == "mi.failures" and out.routing_key == "mi.binder.in.retry"
     assert out.expiration_ms == delay_ms
     assert out.headers[H_ATTEMPT] == attempt + 1
 
@@ -61,12 +62,12 @@ def test_delay_is_capped() -> None:
 
 
 def test_unknown_error_is_retried_like_a_transient_one() -> None:
-    [out] = settle_failure(message(), KeyError("x"), POLICY)
+    [out] = settle_failure(message(), KeyError("x"), POLICY, TOPOLOGY)
     assert out.routing_key == "mi.binder.in.retry"
 
 
 def test_exhausted_retries_end_in_the_dlq() -> None:
-    [out] = settle_failure(message(3), TransientError("still down"), POLICY)
+    [out] = settle_failure(message(3), TransientError("still down"), POLICY, TOPOLOGY)
     assert out.routing_key == "mi.binder.in.dlq"
     assert out.headers[H_ERROR].startswith("retries exhausted (3): still down")
 
@@ -74,6 +75,8 @@ def test_exhausted_retries_end_in_the_dlq() -> None:
 def test_topology_names_and_resolution() -> None:
     t = Topology("mi")
     assert t.exchange == "mi.events"
+    assert t.failures_exchange == "mi.failures"
+    assert t.failure_queues("webhook") == ("mi.webhook.in.retry", "mi.webhook.in.dlq")
     assert t.work_queue("binder") == "mi.binder.in"
     assert t.resolve("binder") == "mi.binder.in"
     assert t.resolve("binder.in.dlq") == "mi.binder.in.dlq"
