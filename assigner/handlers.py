@@ -27,7 +27,8 @@ def handle_mail_bound(
     passes through unchanged; only when "notify manager" is on and the order had no manager
     is the customer's manager looked up, so that the right person is told. (The binder sends
     only such mail and new customers here, see `binder.handlers.needs_assigner`; the rest it
-    routes itself.)
+    routes itself.) `event` is as the store has it (`assigner.trust.trusted`): its options,
+    whether it created its customer, its order and manager are the store's.
     """
     fields = event.model_dump(exclude={"event_id", "occurred_at", "schema_version"})
     if not event.customer_created:

@@ -1,4 +1,5 @@
-"""What the assigner needs: the manager rotation of a group, and where outcomes are written.
+"""What the assigner needs: the bound mail as the store has it, the manager rotation of a
+group, and where outcomes are written.
 
 The assigner handles a consumed batch as one unit of work (`AssignmentBatch`).
 """
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from shared.contracts import Event
+from shared.contracts import AccountOptions, Event, MatchedBy
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,31 @@ def unusable_group(group_id: str, *, missing: bool) -> Assignment:
     """Nobody got the customer: the group does not exist (`missing`) or has no managers."""
     why = "does not exist" if missing else "has no managers"
     return Assignment(None, f"manager group {group_id} {why}", False, group_unusable=True)
+
+
+@dataclass(frozen=True)
+class StoredBinding:
+    """What a mail's `emails` document says of it: where it came from and what it is bound to
+    (`matched_by` "created": its customer was created from this mail)."""
+
+    account_id: str | None
+    status: str | None
+    matched_by: MatchedBy | None
+    customer_id: str | None
+    order_id: str | None = None
+    manager_id: str | None = None
+
+
+class BoundMailDirectory(Protocol):
+    """A bound mail as the store has it (events are not trusted): its e-mail's binding, its
+    account's options and whether its customer exists, each read by tenant and `_id` (another
+    tenant's is not found), as read when the batch began."""
+
+    def binding(self, tenant_id: str, email_id: str) -> StoredBinding | None: ...
+
+    def account(self, tenant_id: str, account_id: str) -> AccountOptions | None: ...
+
+    def has_customer(self, tenant_id: str, customer_id: str) -> bool: ...
 
 
 class ManagerRotation(Protocol):
@@ -65,10 +91,14 @@ class AssignmentRecords(Protocol):
 class AssignmentBatch(Protocol):
     """The assigner's unit of work: one consumed batch of bound mail, settled through its ports.
 
-    `begin` reads the batch's customers and their claims in bulk and claims its new
-    customers together, group by group in rotation order (those turns are stored at once).
-    `commit` stores the managers settled on customers, then the outcomes on the e-mails.
+    `begin` reads the batch's e-mails, accounts, customers and their claims in bulk and
+    claims the new customers that the store says its mails created, together, group by group
+    in rotation order (those turns are stored at once). `commit` stores the managers settled
+    on customers, then the outcomes on the e-mails.
     """
+
+    @property
+    def bindings(self) -> BoundMailDirectory: ...
 
     @property
     def rotation(self) -> ManagerRotation: ...

@@ -2,11 +2,12 @@
 
 The commands the stages send for N mails (mixed as bench_pipeline mixes them, in batches as the
 binder takes them): the binder's reads of a batch's e-mails, customers and orders, its inserts of
-new customers and e-mails; the assigner's read of the new customers, its updates of them and of
-their e-mails; the notifier's inserts of notifications. No attachments, no broker, no mailbox:
-a change to the store (deploy/local/ferretdb's patches) is measured here in seconds, on a
-database of its own, with the store's CPU per step. CPU is the local store's (its pid file); on
-another store, wall time only.
+new customers and e-mails; the assigner's reads of the new customers' e-mails (their binding
+only), of their account and of the customers, its updates of them and of their e-mails; the
+notifier's inserts of notifications. No attachments, no broker, no mailbox: a change to the
+store (deploy/local/ferretdb's patches) is measured here in seconds, on a database of its own,
+with the store's CPU per step. CPU is the local store's (its pid file); on another store, wall
+time only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pymongo import UpdateOne
 
+from assigner.bindings import BINDING_FIELDS
 from bench.common import print_table, save_json, store_cpu
+from shared.accounts import OPTION_FIELDS
 from shared.store import Store, bulk_write_in_chunks
 from tests.services import load_local_env
 
@@ -95,6 +98,13 @@ def batch(store: Store, ids: range, now: datetime, step: Steps) -> None:
         )  # fmt: skip
     with step("binder: insert e-mails"):
         store.emails.insert_many([email(i, s, now) for i, s in zip(ids, senders, strict=True)])
+    with step("assigner: read e-mails, accounts"):
+        list(
+            store.emails.find(
+                {"tenant_id": "t", "_id": {"$in": [f"e{i}" for i in new]}}, BINDING_FIELDS
+            )
+        )
+        list(store.accounts.find({"tenant_id": "t", "_id": {"$in": ["a"]}}, OPTION_FIELDS))
     with step("assigner: read customers"):
         list(store.customers.find({"tenant_id": "t", "_id": {"$in": [f"mail-{i}" for i in new]}}))
     with step("assigner: update customers"):

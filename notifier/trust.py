@@ -11,11 +11,9 @@ from shared.contracts import (
     MailRouted,
     MailSkipped,
 )
-from shared.errors import PermanentError
+from shared.errors import UntrustedEventError
 
-
-class UntrustedEventError(PermanentError):
-    """Raised when an event names an account, owner, customer or order its tenant does not have."""
+__all__ = ["UntrustedEventError", "trusted"]
 
 
 def trusted(event: Event, *, recipients: RecipientDirectory) -> Event:

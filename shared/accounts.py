@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.contracts import AccountOptions
 from shared.oauth.providers import OAuthClient
 from shared.settings import check_max_message_bytes
+from shared.store import OwnCache, Store, store_errors
 
 MAX_ACCOUNTS_PER_TENANT = 10
 DEFAULT_PORTS = {
@@ -193,3 +195,27 @@ def _rate(progress: dict[str, Any], now: datetime) -> float | None:
     moved = int(progress.get("done", 0)) - int(progress.get("done_at_start", 0))
     seconds = (updated - started).total_seconds()
     return moved / seconds if moved > 0 and seconds > 0 else None
+
+
+# What a stage reads of an account to act on a mail: its tenant and options, never its secrets.
+OPTION_FIELDS = {"tenant_id": 1, **dict.fromkeys(AccountOptions.model_fields, 1)}
+
+
+class StoredAccountOptions:
+    """The options of the tenants' accounts as stored now, read by tenant and `_id` (an
+    account of another tenant is not found); `load` reads a batch's with one query per
+    tenant, and the others are read one by one."""
+
+    def __init__(self, store: Store) -> None:
+        self._accounts = OwnCache(store.accounts, projection=OPTION_FIELDS)
+
+    def load(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read the accounts of these (tenant, account id) pairs."""
+        with store_errors("read the batch's accounts"):
+            self._accounts.load(keys)
+
+    def get(self, tenant_id: str, account_id: str) -> AccountOptions | None:
+        """The account's options; None when its tenant has no such account."""
+        with store_errors("read account"):
+            doc = self._accounts.get(tenant_id, account_id)
+        return None if doc is None else AccountOptions.model_validate(doc)

@@ -27,7 +27,11 @@ class ForeignKeyError(PermanentError):
     """Raised when a deterministic _id to be written is another tenant's document's already."""
 
 
-class UnknownAccountError(PermanentError):
+class UntrustedEventError(PermanentError):
+    """Raised when an event names what its tenant does not have, or not as the store has it."""
+
+
+class UnknownAccountError(UntrustedEventError):
     """Raised when an event names an account that its tenant does not have in the store."""
 
 

@@ -136,11 +136,14 @@ class OwnCache:
 
     `load` reads the (tenant, _id) pairs a batch will ask for, each tenant's with an `$in` of
     its ids; `get` answers those from what was read and reads any other pair itself. `put`
-    keeps what the batch wrote to those pairs.
+    keeps what the batch wrote to those pairs. `projection`: the fields read (all if None).
     """
 
-    def __init__(self, collection: Collection[Doc]) -> None:
+    def __init__(
+        self, collection: Collection[Doc], projection: dict[str, int] | None = None
+    ) -> None:
         self._collection = collection
+        self._projection = projection
         self._docs: dict[tuple[str, Any], Doc] = {}
         self._known: set[tuple[str, Any]] = set()
 
@@ -150,13 +153,14 @@ class OwnCache:
         for tenant_id, doc_id in keys:
             by_tenant.setdefault(tenant_id, set()).add(doc_id)
         for tenant_id, ids in sorted(by_tenant.items()):
-            found = self._collection.find({"tenant_id": tenant_id, "_id": {"$in": sorted(ids)}})
+            query = {"tenant_id": tenant_id, "_id": {"$in": sorted(ids)}}
+            found = self._collection.find(query, self._projection)
             self._docs.update({(tenant_id, doc["_id"]): doc for doc in found})
             self._known.update((tenant_id, doc_id) for doc_id in ids)
 
     def get(self, tenant_id: str, doc_id: Any) -> Doc | None:
         if (tenant_id, doc_id) not in self._known:
-            return find_own(self._collection, tenant_id, doc_id)
+            return find_own(self._collection, tenant_id, doc_id, self._projection)
         return self._docs.get((tenant_id, doc_id))
 
     def put(self, doc: Doc) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import MailFetched
+from shared.contracts import MailBound, MailFetched
 from shared.crypto import SecretBox
 from shared.messaging import Broker
 from shared.settings import Settings
@@ -240,9 +240,10 @@ def mailbox(mail: MailServer) -> Mailbox:
     return Mailbox(mail, f"u{uuid.uuid4().hex[:12]}")
 
 
-def store_accounts(store: Store, events: Iterable[MailFetched]) -> None:
+def store_accounts(store: Store, events: Iterable[MailFetched | MailBound]) -> None:
     """Store the accounts that `events` name, in their tenants, with the events' options (the
-    binder takes an account's options from the store); one account, one set of options."""
+    binder and the assigner take an account's options from the store); one account, one set
+    of options."""
     accounts: dict[tuple[str, str], dict[str, Any]] = {}
     for event in events:
         options = event.options.model_dump()

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from assigner.ports import Assignment, unusable_group
+from assigner.ports import Assignment, StoredBinding, unusable_group
 from assigner.rules import Manager, next_manager
 from binder.adapters import customer_id_for
 from binder.ports import AccountRef, CustomerRef, OrderRef
 from notifier.ports import DeliveryResult, Party, WebhookConfig
-from shared.contracts import AccountOptions, Event, MailFetched
+from shared.contracts import AccountOptions, Event, MailBound, MailFetched
 from shared.errors import PermanentError
 from shared.mail import MailParseError, ParsedMail
 
@@ -241,6 +241,34 @@ class FakeAssignmentRecords:
 
 
 @dataclass
+class FakeBoundMailDirectory:
+    """The tenants' e-mails (their bindings), accounts and customers, keyed by (tenant, _id)."""
+
+    bindings: dict[tuple[str, str], StoredBinding] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], AccountOptions] = field(default_factory=dict)
+    customers: set[tuple[str, str]] = field(default_factory=set)
+
+    def store(self, *events: MailBound) -> None:
+        """Store what `events` name as they name it, where nothing is stored yet."""
+        for e in events:
+            binding = StoredBinding(
+                e.account_id, "bound", e.matched_by, e.customer_id, e.order_id, e.manager_id
+            )
+            self.bindings.setdefault((e.tenant_id, e.email_id), binding)
+            self.accounts.setdefault((e.tenant_id, e.account_id), e.options)
+            self.customers.add((e.tenant_id, e.customer_id))
+
+    def binding(self, tenant_id: str, email_id: str) -> StoredBinding | None:
+        return self.bindings.get((tenant_id, email_id))
+
+    def account(self, tenant_id: str, account_id: str) -> AccountOptions | None:
+        return self.accounts.get((tenant_id, account_id))
+
+    def has_customer(self, tenant_id: str, customer_id: str) -> bool:
+        return (tenant_id, customer_id) in self.customers
+
+
+@dataclass
 class FakeRecipientDirectory:
     """The tenants' accounts, customers and orders, keyed by (tenant, _id)."""
 
@@ -345,13 +373,21 @@ class FakeBindingBatch(FakeUnitOfWork):
 @dataclass
 class FakeAssignmentBatch(FakeUnitOfWork):
     """The assigner's unit of work; the rotation's turns are stored at once (as its claims
-    are), so a failed commit puts back only the outcomes."""
+    are), so a failed commit puts back only the outcomes. Unless told otherwise
+    (`store_named`), what the events name is stored (in `bindings`) as they name it."""
 
+    bindings: FakeBoundMailDirectory = field(default_factory=FakeBoundMailDirectory)
+    store_named: bool = True
     rotation: FakeManagerRotation = field(default_factory=FakeManagerRotation)
     records: FakeAssignmentRecords = field(default_factory=FakeAssignmentRecords)
 
     def ports(self) -> list[Any]:
         return [self.records]
+
+    def begin(self, batch: Sequence[tuple[Event, bytes | None]]) -> None:
+        if self.store_named:
+            self.bindings.store(*(e for e, _ in batch if isinstance(e, MailBound)))
+        super().begin(batch)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from shared.settings import Settings
 from shared.store import Store
 from shared.wire import encode_event
 from shared.worker import StageWorker
+from tests.conftest import store_accounts
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
@@ -57,10 +58,8 @@ def new_customer(store: Store, n: int, *, group: str | None = "g1") -> MailBound
             "source_email_id": eid,
         }
     )
-    store.emails.insert_one(
-        {"_id": eid, "tenant_id": TENANT, "status": "bound", "customer_id": cid, "manager_id": None}
-    )
-    return MailBound(
+    store.emails.insert_one(bound_email(eid, cid))
+    event = MailBound(
         event_id=f"ev{n}",
         tenant_id=TENANT,
         account_id="a1",
@@ -72,6 +71,19 @@ def new_customer(store: Store, n: int, *, group: str | None = "g1") -> MailBound
         customer_id=cid,
         customer_created=True,
     )
+    store_accounts(store, [event])
+    return event
+
+
+def bound_email(
+    email_id: str, customer_id: str, *, tenant: str = TENANT, matched_by: str = "created"
+) -> dict[str, Any]:
+    """The `emails` document of mail from account a1 that the binder bound to a customer."""
+    return {
+        "_id": email_id, "tenant_id": tenant, "account_id": "a1", "status": "bound",
+        "matched_by": matched_by, "customer_id": customer_id, "manager_id": None,
+        "customer_created": matched_by == "created",
+    }  # fmt: skip
 
 
 def group_managers(store: Store) -> list[Manager]:
@@ -441,7 +453,6 @@ def test_a_group_emptied_or_gone_leaves_the_customer_unassigned_and_tells_the_ow
     else:
         store.manager_groups.delete_one({"_id": "g1"})
     event = new_customer(store, 1)
-    store.accounts.insert_one({"_id": "a1", "tenant_id": TENANT, "owner_id": "owner"})
     stop = threading.Event()
     notifier = threading.Thread(target=run_notifier, args=(settings, stop), daemon=True)
     notifier.start()

@@ -17,10 +17,12 @@ from shared.messaging import Broker
 from shared.settings import Settings
 from shared.store import WRITE_CHUNK, Store
 from shared.wire import encode_event
+from tests.conftest import store_accounts
 from tests.integration.test_assignment import (
     NOW,
     TENANT,
     assigners,
+    bound_email,
     routed_messages,
     seed_group,
     shares,
@@ -42,11 +44,8 @@ def customer_from_mail(store: Store, n: int) -> MailBound:
         {"_id": f"c{n}", "tenant_id": TENANT, "emails": [f"c{n}@x.org"], "manager_id": None,
          "source": "mail", "source_email_id": f"e{n}", "assigned_for_email": f"none-{n}"}
     )  # fmt: skip
-    store.emails.insert_one(
-        {"_id": f"e{n}", "tenant_id": TENANT, "status": "bound", "customer_id": f"c{n}",
-         "manager_id": None}
-    )  # fmt: skip
-    return MailBound(
+    store.emails.insert_one(bound_email(f"e{n}", f"c{n}"))
+    event = MailBound(
         event_id=f"ev{n}",
         tenant_id=TENANT,
         account_id="a1",
@@ -58,6 +57,8 @@ def customer_from_mail(store: Store, n: int) -> MailBound:
         customer_id=f"c{n}",
         customer_created=True,
     )
+    store_accounts(store, [event])
+    return event
 
 
 def test_an_update_that_fails_part_way_is_completed_by_handling_the_batch_again(
