@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import imaplib
 import re
 import ssl
 import threading
@@ -15,14 +14,13 @@ from typing import Any
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError, ProtocolError
-from imapclient.imap4 import IMAP4WithTimeout
 from imapclient.response_parser import parse_fetch_response
-from imapclient.tls import IMAP4_TLS
 
 from fetcher.batching import DEFAULT_BUDGET, plan_groups
 from fetcher.connerrors import connection_error
 from fetcher.fetchparse import parse_fetch
-from fetcher.guard import BoundedReader, ReadLimits, ResponseLimitError
+from fetcher.guard import ReadLimits, ResponseLimitError
+from fetcher.imapbounded import BoundedImapClient
 from fetcher.ports import FetchedMessage, FolderState, MessageFetchError, MessageMeta
 from fetcher.watcher import SocketWatcher
 from shared.accounts import AccountConfig
@@ -61,60 +59,6 @@ def translated_errors(account: AccountConfig) -> Iterator[None]:
         raise MailboxUnavailableError(exc.reason, f"{where}: {exc}") from exc
     except (ssl.SSLError, OSError, IMAPClientError, EOFError) as exc:
         raise connection_error(account, exc) from exc
-
-
-class _BoundedReads:
-    """imaplib's reads through a BoundedReader: literals, lines and answers capped."""
-
-    reader: BoundedReader
-    file: Any
-    sock: Any
-
-    def _bound(self, limits: ReadLimits) -> None:
-        self.reader = BoundedReader(limits, lambda: self.file, lambda: self.sock)
-
-    def read(self, size: int) -> bytes:
-        return self.reader.read(size)
-
-    def readline(self) -> bytes:
-        return self.reader.readline()
-
-    def send(self, data: bytes) -> None:
-        self.reader.command()
-        super().send(data)  # type: ignore[misc]
-
-
-class _BoundedPlain(_BoundedReads, IMAP4WithTimeout):  # type: ignore[misc]
-    def __init__(self, limits: ReadLimits, host: str, port: int, timeout: float | None):
-        self._bound(limits)
-        super().__init__(host, port, timeout)
-
-
-class _BoundedTls(_BoundedReads, IMAP4_TLS):  # type: ignore[misc]
-    def __init__(
-        self, limits: ReadLimits, host: str, port: int, context: Any, timeout: float | None
-    ):
-        self._bound(limits)
-        super().__init__(host, port, context, timeout)
-
-
-class BoundedImapClient(imapclient.IMAPClient):  # type: ignore[misc]
-    """An IMAPClient whose connection reads within `limits` (fetcher.guard)."""
-
-    def __init__(self, host: str, *, limits: ReadLimits, **kwargs: Any) -> None:
-        self._limits = limits
-        super().__init__(host, **kwargs)
-
-    def _create_IMAP4(self) -> imaplib.IMAP4:  # noqa: N802 (imapclient's name)
-        timeout = getattr(self._timeout, "connect", None)
-        if self.ssl:
-            return _BoundedTls(self._limits, self.host, self.port, self.ssl_context, timeout)
-        return _BoundedPlain(self._limits, self.host, self.port, timeout)
-
-    @property
-    def broken(self) -> bool:
-        """A read limit was hit: the connection is in the middle of an answer."""
-        return bool(self._imap.reader.broken)
 
 
 class ImapClientMailbox:
