@@ -11,7 +11,8 @@ messages honestly, except the one its `behaviour` is about:
 - `long_line`: a response line of 50 MB with no line end;
 - `silent`: the FETCH (or RETR) is never answered, until the test releases the server;
 - `refuse`: a FETCH that includes it is answered `NO`;
-- `pop_long_lines`: (POP3) the message has lines of 100 KB, legal and to be read.
+- `pop_long_lines`: (POP3) the message has lines of 100 KB, legal and to be read;
+- `big`: (IMAP) the message is an honest 20 MiB.
 
 `uidvalidity` may be changed between passes. `stalls` counts connections that went silent
 (or trickling), `closed_by_client` those the client closed, `sent` the bytes sent.
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 CHUNK = b"X" * 65536
+MISBEHAVIOURS = {"huge_literal", "lie_size", "slowloris", "drop", "long_line", "silent"}
 TEN_GB = 10 * 1024**3
 LIE = 100 * 1024 * 1024  # what a message said to be 2,000 bytes brings
 
@@ -59,6 +61,9 @@ class HostileServer:
         if self.behaviour == "pop_long_lines":
             line = b"L" * 100_000 + b"\r\n"
             self.messages[self.bad_uid] = _mail(self.bad_uid, line * 3)
+        if self.behaviour == "big":
+            line = b"B" * 998 + b"\r\n"
+            self.messages[self.bad_uid] = _mail(self.bad_uid, line * (20 * 1024))
 
     # -- life --------------------------------------------------------------------------
     def start(self, protocol: str) -> int:
@@ -177,12 +182,14 @@ class HostileServer:
             self._send(conn, tag + b" NO [SERVERBUG] cannot read a message\r\n")
             return True
         for seq, uid in enumerate(wanted, 1):
-            if uid == self.bad_uid and not self._misbehave(conn, seq, uid):
+            bad = uid == self.bad_uid and self.behaviour in MISBEHAVIOURS
+            if bad and not self._misbehave(conn, seq, uid):
                 return False
-            if uid != self.bad_uid:
+            if not bad:
                 raw = self.messages[uid]
                 item = f"* {seq} FETCH (UID {uid} BODY[] {{{len(raw)}}}\r\n".encode()
-                self._send(conn, item + raw + b")\r\n")
+                for piece in (item, raw, b")\r\n"):  # not joined: no copy of a big one
+                    self._send(conn, piece)
         self._send(conn, tag + b" OK fetched\r\n")
         return True
 
