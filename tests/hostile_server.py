@@ -15,7 +15,8 @@ messages honestly, except the one its `behaviour` is about:
 - `big`: (IMAP) the message is an honest 20 MiB.
 
 `uidvalidity` may be changed between passes. `stalls` counts connections that went silent
-(or trickling), `closed_by_client` those the client closed, `sent` the bytes sent.
+(or trickling), `closed_by_client` those the client closed, `sent` the bytes sent,
+`body_fetches` the UIDs of each FETCH of bodies.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class HostileServer:
     stalls: int = 0
     closed_by_client: int = 0
     logins: int = 0
+    body_fetches: list[list[int]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     _sock: socket.socket | None = None
     _conns: list[socket.socket] = field(default_factory=list)
@@ -178,6 +180,7 @@ class HostileServer:
                 self._send(conn, self._meta(uid))
             self._send(conn, tag + b" OK fetched\r\n")
             return True
+        self.body_fetches.append(wanted)
         if self.bad_uid in wanted and self.behaviour == "refuse":
             self._send(conn, tag + b" NO [SERVERBUG] cannot read a message\r\n")
             return True

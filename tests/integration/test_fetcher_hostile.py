@@ -31,7 +31,8 @@ from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
-MAX_MESSAGE = 1024 * 1024  # the hostile accounts' limit: caps of 2 MiB a literal, 3 MiB an answer
+MIB = 1024 * 1024
+MAX_MESSAGE = MIB  # the hostile accounts' limit: caps of 2 MiB a literal, 3 MiB an answer
 MEMORY_BOUND = 32 * 1024 * 1024  # against 10 GB, 50 MB and 100 MiB offered by the server
 
 
@@ -231,6 +232,28 @@ def test_pop3_lines_longer_than_poplib_allows_are_read(
         server.stop()
     assert failed_mail(store, hostile) == []
     assert account_doc(store, hostile)["state"]["status"] == "ok"
+
+
+def test_a_message_larger_than_the_budget_is_fetched_alone_and_held_once(
+    store: Store, broker: Broker, settings: Settings
+) -> None:
+    server = HostileServer("big")  # UID 2 is 20 MiB, the budget 256 KiB
+    port = server.start("imap")
+    published = Published(broker)
+    try:
+        with fetcher(hostile_settings(settings), store) as memory:
+            hostile = hostile_account(store, settings, "imap", port, max_message_bytes=25 * MIB)
+            wait_until(lambda: len(published.poll().of(hostile)) == 3, 60, "the three messages")
+    finally:
+        server.stop()
+    assert server.body_fetches == [[1], [2], [3]]
+    big = next(e for e in published.of(hostile) if e.uid == 2)
+    assert big.raw_ref is not None and not big.oversize  # stored once in GridFS, by reference
+    stored = store.gridfs().find_one({"_id": big.raw_ref, "tenant_id": "t-fetch"})
+    assert stored is not None and stored.length == len(server.messages[2])
+    # One copy read from the server; storing it, pymongo's GridFS buffers the chunks and
+    # encodes them in one insert (two more copies, up to 48 MB): the peak is that one mail's.
+    assert memory["peak_growth"] < 3.5 * len(server.messages[2]), memory
 
 
 def test_a_server_that_never_answers_delays_no_other_account(
