@@ -86,9 +86,12 @@ class Pop3Sync:
                 self._publish(group)
                 group, used = [], 0
             message = self._retrieve(mailbox, number, uidl, size, done=group)
-            if message is not None:
+            if message is not None:  # counted as it came, whatever LIST said of it
                 group.append(message)
-                used += need
+                used += max(need, len(message.raw))
+            if used >= self._budget:
+                self._publish(group)
+                group, used = [], 0
         self._publish(group)
         return Pop3Result(len(new), settled=settled)
 
@@ -115,8 +118,9 @@ class Pop3Sync:
     def _publish(self, messages: list[FetchedMessage]) -> None:
         """Publish, then remember the UIDLs (also when there is nothing: pruned to the server)."""
         events = [self._event(m) for m in messages]
-        self._publisher.publish(events)
-        self._settler.expect(e.email_id or "" for e, _ in events)
+        if events:
+            self._publisher.publish(events)
+            self._settler.expect(e.email_id or "" for e, _ in events)
         self._taken |= {m.uidl or "" for m in messages}
         self._oversize |= {m.uidl or "" for m in messages if m.oversize}
         self._positions.save_taken(self.account.id, self._taken, self._oversize)

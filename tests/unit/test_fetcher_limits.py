@@ -283,3 +283,31 @@ def _read_lines_forever(r: BoundedReader) -> None:
 def _send_quietly(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):  # the reader gave up and closed
         sock.sendall(data)
+
+
+@dataclass
+class LyingPop3(FakePop3):
+    """LIST says 10 bytes; each RETR brings 600."""
+
+    def retrieve(self, number: int, uidl: str, size: int, *, max_bytes: int) -> FetchedMessage:
+        return FetchedMessage(number, b"x" * 600, size, None, False, None, uidl)
+
+
+def test_pop3_counts_what_a_retr_brought_not_what_list_said() -> None:
+    acc, w, pos = account(protocol="pop3"), World(), FakePop3Positions()
+    box = LyingPop3([(n, f"u{n}", 10) for n in range(1, 5)])
+    publisher = CountingPublisher()
+    Pop3Sync(
+        acc,
+        publisher=publisher,
+        positions=pos,
+        blobs=FakeBlobStore(),
+        settler=w.settler(acc),
+        clock=lambda: NOW,
+        inline_limit=9999,
+        failures=w.failures(acc),
+        budget=1000,
+    ).run(box)
+    # A group holds at most the budget and the one message that went over it (by LIST, all
+    # four would have been one group).
+    assert publisher.calls == [2, 2]
