@@ -25,10 +25,13 @@ import imapclient
 from bench.common import quick_default
 from fetcher.adapters import (
     BrokerEventPublisher,
+    MongoFailedMail,
+    MongoFetchFailures,
     MongoMailOutcomes,
     MongoPositionStore,
     MongoTakenMail,
 )
+from fetcher.failures import MessageFailures
 from fetcher.imap import ImapClientMailbox
 from fetcher.settle import Settler
 from fetcher.sync import ImapSync
@@ -124,6 +127,14 @@ def main() -> int:
             settler=Settler(account, outcomes=outcomes, positions=positions, clock=now),
             clock=now,
             inline_limit=settings.inline_body_limit,
+            failures=MessageFailures(
+                account,
+                store=MongoFetchFailures(store, "bench"),
+                archive=MongoFailedMail(store),
+                publisher=BrokerEventPublisher(broker),
+                attempts=3,
+                clock=now,
+            ),
         )
         t0 = time.perf_counter()
         with ImapClientMailbox(account, server.password, timeout=60) as box:

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from fetcher.ports import Outcome, Position
+from fetcher.ports import FailureState, Outcome, Position
 from shared import mailboxref
 from shared.accounts import Account
 from shared.contracts import Event
 from shared.oauth.tokens import StoredTokens
-from shared.store import Doc, Store, insert_many_or_ignore, store_errors
+from shared.store import Doc, Store, insert_many_or_ignore, insert_or_ignore, store_errors
 from shared.wire import Outgoing, encode_event
 
 TAKEN_COLLECTION = "fetched_mail"
@@ -100,6 +100,35 @@ class MongoPositionStore(_AccountDoc):
         if not isinstance(updated, datetime):
             return None
         return updated if updated.tzinfo else updated.replace(tzinfo=UTC)
+
+
+class MongoFetchFailures(_AccountDoc):
+    """Failed fetch attempts in the account document (`fetch_failures`), beside its position."""
+
+    def load(self, account_id: str) -> FailureState:
+        entry = self._read(account_id, "fetch_failures").get("fetch_failures") or {}
+        suspect = entry.get("suspect") or {}
+        return FailureState(
+            {str(k): int(v) for k, v in (entry.get("counts") or {}).items()},
+            int(suspect.get("uidvalidity", 0)),
+            int(suspect.get("until", 0)),
+        )
+
+    def save(self, account_id: str, state: FailureState) -> None:
+        suspect = {"uidvalidity": state.suspect_uidvalidity, "until": state.suspect_until}
+        entry = {"counts": dict(state.counts), "suspect": suspect}
+        self._set(account_id, "save fetch failures", {"fetch_failures": entry})
+
+
+class MongoFailedMail:
+    """A mail that could not be fetched, in `emails` (a document there already is kept)."""
+
+    def __init__(self, store: Store) -> None:
+        self._emails = store.emails
+
+    def record_failed(self, document: dict[str, Any]) -> None:
+        with store_errors("record a failed mail"):
+            insert_or_ignore(self._emails, document)
 
 
 class MongoOAuthTokens(_AccountDoc):
@@ -230,7 +259,7 @@ class BrokerEventPublisher:
             self._broker.publish([encode_event(e, payload) for e, payload in events])
 
 
-MAILBOX_STATE_LEFT_OUT = {"sync": 0, "pop3": 0, "progress": 0}
+MAILBOX_STATE_LEFT_OUT = {"sync": 0, "pop3": 0, "progress": 0, "fetch_failures": 0}
 
 
 class MongoAccounts:

@@ -13,12 +13,15 @@ from email.parser import BytesHeaderParser
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError, LoginError, ProtocolError
 from imapclient.response_parser import parse_fetch_response
 
+from fetcher.batching import DEFAULT_BUDGET, plan_groups
 from fetcher.connerrors import connection_error
 from fetcher.fetchparse import parse_fetch
-from fetcher.ports import FetchedMessage, FolderState
+from fetcher.guard import ReadLimits, ResponseLimitError
+from fetcher.imapbounded import BoundedImapClient
+from fetcher.ports import FetchedMessage, FolderState, MessageFetchError, MessageMeta
 from fetcher.watcher import SocketWatcher
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
@@ -53,6 +56,8 @@ def translated_errors(account: AccountConfig) -> Iterator[None]:
                 "token_rejected", f"bearer token refused by {where}"
             ) from exc
         raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
+    except ResponseLimitError as exc:
+        raise MailboxUnavailableError(exc.reason, f"{where}: {exc}") from exc
     except (ssl.SSLError, OSError, IMAPClientError, EOFError) as exc:
         raise connection_error(account, exc) from exc
 
@@ -76,22 +81,28 @@ class ImapClientMailbox:
         renew_by: float | None = None,
         watcher: SocketWatcher | None = None,
         wake: threading.Event | None = None,
+        budget: int = DEFAULT_BUDGET,
     ):
         self._account = account
         self._secret = secret
         self._timeout = timeout
+        self._budget = budget
+        self.limits = ReadLimits.for_mail(
+            max_message_bytes=account.max_message_bytes, budget=budget, seconds=timeout
+        )
         self.renew_by = renew_by
         self._watcher = watcher
         self._wake = wake or threading.Event()
-        self.client: imapclient.IMAPClient | None = None
+        self.client: BoundedImapClient | None = None
 
     def __enter__(self) -> ImapClientMailbox:
         a = self._account
         check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
         context = shared_client_context(a.ca_file)
         with translated_errors(a):
-            client = imapclient.IMAPClient(
+            client = BoundedImapClient(
                 a.host,
+                limits=self.limits,
                 port=a.port,
                 ssl=a.security == "ssl",
                 ssl_context=context,
@@ -121,14 +132,16 @@ class ImapClientMailbox:
 
     def __exit__(self, *_exc: object) -> None:
         client, self.client = self.client, None
-        if client is not None:
+        if client is not None and client.broken:
+            client.shutdown()  # mid-answer: a LOGOUT would read the rest of it first
+        elif client is not None:
             try:
                 client.logout()
             except Exception:  # the connection may already be gone
                 client.shutdown()
 
     @property
-    def _c(self) -> imapclient.IMAPClient:
+    def _c(self) -> BoundedImapClient:
         if self.client is None:
             raise MailboxUnavailableError("not_connected", "the IMAP connection is closed")
         return self.client
@@ -153,32 +166,50 @@ class ImapClientMailbox:
         with translated_errors(self._account):
             return sorted(int(u) for u in self._c.search(list(criteria)))
 
-    def fetch(self, uids: Sequence[int], *, max_bytes: int) -> Iterator[FetchedMessage]:
-        """Fetch in batches with BODY.PEEK[] (not marking them read); oversize ones as header."""
+    def headers(self, uids: Sequence[int]) -> list[MessageMeta]:
+        """Size, date and Message-ID of those of `uids` still there, in UID order."""
         if self.renew_by is not None and time.monotonic() >= self.renew_by:
             raise AccessTokenDueError(f"the access token of {_where(self._account)} is due")
+        metas: list[MessageMeta] = []
         for batch in _batches(list(uids), FETCH_BATCH):
             with translated_errors(self._account):
                 sizes = self._fetch(batch, f"RFC822.SIZE INTERNALDATE {MESSAGE_ID_ITEM}")
-                small = [u for u in batch if u in sizes and sizes[u][b"RFC822.SIZE"] <= max_bytes]
-                big = [u for u in batch if u in sizes and u not in small]
-                bodies = self._fetch(small, "BODY.PEEK[]") if small else {}
-                heads = self._fetch(big, "BODY.PEEK[HEADER]") if big else {}
-            for uid in batch:
-                if uid in bodies or uid in heads:
-                    yield _message(uid, sizes[uid], bodies.get(uid), heads.get(uid))
+            metas.extend(_meta(uid, sizes[uid]) for uid in batch if uid in sizes)
+        return metas
+
+    def bodies(self, metas: Sequence[MessageMeta], *, max_bytes: int) -> list[FetchedMessage]:
+        """BODY.PEEK[] (not marking them read); of those over `max_bytes` only the header."""
+        small = [m.uid for m in metas if m.size <= max_bytes]
+        big = [m.uid for m in metas if m.size > max_bytes]
+        with translated_errors(self._account):
+            bodies = self._fetch(small, "BODY.PEEK[]") if small else {}
+            heads = self._fetch(big, "BODY.PEEK[HEADER]") if big else {}
+        return [
+            _message(m, bodies.get(m.uid), heads.get(m.uid))
+            for m in metas
+            if m.uid in bodies or m.uid in heads
+        ]
+
+    def fetch(self, uids: Sequence[int], *, max_bytes: int) -> Iterator[FetchedMessage]:
+        """headers and bodies together, the bodies in groups within the byte budget."""
+        for group in plan_groups(self.headers(uids), budget=self._budget, max_bytes=max_bytes):
+            yield from self.bodies(group, max_bytes=max_bytes)
 
     def _fetch(self, uids: Sequence[int], items: str) -> dict[int, dict[bytes, Any]]:
         """UID FETCH `items` of `uids`: what imapclient's fetch gives, read by parse_fetch
-        (imapclient's parser for a response of another shape)."""
+        (imapclient's parser for a response of another shape). A refusal, or an answer that
+        cannot be read, is a MessageFetchError: the connection goes on."""
         imap = self._c._imap  # the imaplib connection: imapclient has no fetch without its parser
         typ, data = imap.uid("FETCH", ",".join(map(str, uids)), f"({items})")
         if typ != "OK":
-            raise IMAPClientError(f"fetch failed: {data[0]!r}")
+            raise MessageFetchError("fetch_refused", f"FETCH refused: {data[0]!r}")
         response = [piece for piece in data if piece is not None]
         parsed = parse_fetch(response)
         if parsed is None:
-            parsed = parse_fetch_response(response, False, True)
+            try:
+                parsed = parse_fetch_response(response, False, True)
+            except (ProtocolError, ValueError, TypeError) as exc:
+                raise MessageFetchError("fetch_unreadable", f"FETCH answer: {exc}") from exc
         return parsed
 
     def mark_seen(self, uids: Sequence[int]) -> None:
@@ -221,13 +252,18 @@ class ImapClientMailbox:
         return True
 
 
-def _message(
-    uid: int, meta: dict[bytes, Any], body: dict[bytes, Any] | None, head: dict[bytes, Any] | None
-) -> FetchedMessage:
-    internal = meta.get(b"INTERNALDATE")
+def _meta(uid: int, fields: dict[bytes, Any]) -> MessageMeta:
+    internal = fields.get(b"INTERNALDATE")
     if isinstance(internal, datetime):
         internal = internal.astimezone(UTC) if internal.tzinfo else internal.replace(tzinfo=UTC)
-    size, message_id = int(meta[b"RFC822.SIZE"]), message_id_of(meta.get(MESSAGE_ID_KEY))
+    size, message_id = int(fields[b"RFC822.SIZE"]), message_id_of(fields.get(MESSAGE_ID_KEY))
+    return MessageMeta(uid, size, internal if isinstance(internal, datetime) else None, message_id)
+
+
+def _message(
+    meta: MessageMeta, body: dict[bytes, Any] | None, head: dict[bytes, Any] | None
+) -> FetchedMessage:
+    uid, size, internal, message_id = meta.uid, meta.size, meta.internal_date, meta.message_id
     if body is not None:
         raw = bytes(body[b"BODY[]"])
         return FetchedMessage(uid, raw, size, internal, message_id=message_id)

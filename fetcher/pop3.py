@@ -9,8 +9,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.parser import BytesHeaderParser
+from typing import Any
 
+from fetcher.batching import DEFAULT_BUDGET
 from fetcher.connerrors import connection_error
+from fetcher.guard import BoundedReader, ReadLimits, ResponseLimitError
 from fetcher.ports import FetchedMessage
 from shared.accounts import AccountConfig
 from shared.errors import MailboxRejectedError, MailboxUnavailableError
@@ -35,8 +38,49 @@ def translated_pop3_errors(account: AccountConfig, *, login: bool = False) -> It
         if login:
             raise MailboxRejectedError("login_rejected", f"login rejected by {where}") from exc
         raise MailboxUnavailableError("protocol_error", f"{where}: {exc}") from exc
+    except ResponseLimitError as exc:
+        raise MailboxUnavailableError(exc.reason, f"{where}: {exc}") from exc
     except (ssl.SSLError, OSError, EOFError) as exc:
         raise connection_error(account, exc) from exc
+
+
+class _BoundedLines:
+    """poplib's lines through a BoundedReader: lines longer than poplib's 2,048 bytes are
+    legal in the wild and read, up to the caps of one message and one answer."""
+
+    reader: BoundedReader
+    file: Any
+    sock: Any
+
+    def _bound(self, limits: ReadLimits) -> None:
+        self.reader = BoundedReader(limits, lambda: self.file, lambda: self.sock)
+
+    def _getline(self) -> tuple[bytes, int]:
+        line = self.reader.readline()
+        if not line:
+            raise poplib.error_proto("-ERR EOF")
+        octets = len(line)
+        if line[-2:] == b"\r\n":
+            return line[:-2], octets
+        if line[:1] == b"\r":
+            return line[1:-1], octets
+        return line[:-1], octets
+
+    def _putline(self, line: bytes) -> None:
+        self.reader.command()
+        super()._putline(line)  # type: ignore[misc]
+
+
+class BoundedPop3(_BoundedLines, poplib.POP3):
+    def __init__(self, limits: ReadLimits, host: str, port: int, *, timeout: float):
+        self._bound(limits)
+        super().__init__(host, port, timeout=timeout)
+
+
+class BoundedPop3Ssl(_BoundedLines, poplib.POP3_SSL):
+    def __init__(self, limits: ReadLimits, host: str, port: int, *, timeout: float, context: Any):
+        self._bound(limits)
+        super().__init__(host, port, timeout=timeout, context=context)
 
 
 class PoplibMailbox:
@@ -55,10 +99,14 @@ class PoplibMailbox:
         *,
         timeout: float = CONNECT_TIMEOUT,
         renew_by: float | None = None,
+        budget: int = DEFAULT_BUDGET,
     ):
         self._account = account
         self._secret = secret
         self._timeout = timeout
+        self.limits = ReadLimits.for_mail(
+            max_message_bytes=account.max_message_bytes, budget=budget, seconds=timeout
+        )
         self.renew_by = renew_by
         self._pop: poplib.POP3 | None = None
 
@@ -68,11 +116,11 @@ class PoplibMailbox:
         context = shared_client_context(a.ca_file)
         with translated_pop3_errors(a):
             if a.security == "ssl":
-                pop: poplib.POP3 = poplib.POP3_SSL(
-                    a.host, a.port, timeout=self._timeout, context=context
+                pop: poplib.POP3 = BoundedPop3Ssl(
+                    self.limits, a.host, a.port, timeout=self._timeout, context=context
                 )
             else:
-                pop = poplib.POP3(a.host, a.port, timeout=self._timeout)
+                pop = BoundedPop3(self.limits, a.host, a.port, timeout=self._timeout)
         try:
             with translated_pop3_errors(a):
                 if a.security == "starttls":

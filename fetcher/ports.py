@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.contracts import Event, deterministic_id
+from shared.errors import MailboxUnavailableError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,21 @@ class Position:
     uidvalidity: int
     last_uid: int
     first_load_end: int = 0
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What the server tells of a message before its body: size, date and Message-ID."""
+
+    uid: int
+    size: int
+    internal_date: datetime | None
+    message_id: str | None = None
+
+
+class MessageFetchError(MailboxUnavailableError):
+    """Raised when the server would not give (or gave unreadably) messages of a FETCH; the
+    connection can go on."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +75,13 @@ class ImapMailbox(Protocol):
 
     def search(self, criteria: Sequence[str]) -> list[int]: ...
 
-    def fetch(self, uids: Sequence[int], *, max_bytes: int) -> Iterator[FetchedMessage]: ...
+    def headers(self, uids: Sequence[int]) -> list[MessageMeta]:
+        """Size, date and Message-ID of those of `uids` still there, in UID order."""
+        ...
+
+    def bodies(self, metas: Sequence[MessageMeta], *, max_bytes: int) -> list[FetchedMessage]:
+        """The messages with their bodies (only the header of those over `max_bytes`)."""
+        ...
 
     def mark_seen(self, uids: Sequence[int]) -> None: ...
 
@@ -148,6 +170,33 @@ class MailOutcomes(Protocol):
     def pending(self, account_id: str, *, limit: int) -> list[Outcome]: ...
 
     def done(self, account_id: str, email_ids: Sequence[str]) -> None: ...
+
+
+@dataclass
+class FailureState:
+    """Failed fetch attempts of an account's messages (by e-mail id), and for IMAP the UIDs
+    (up to `suspect_until`, under `suspect_uidvalidity`) to fetch one at a time, because a
+    fetch of several of them failed."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    suspect_uidvalidity: int = 0
+    suspect_until: int = 0
+
+
+class FailureStore(Protocol):
+    """Where an account's failed fetch attempts are kept (they outlive restarts)."""
+
+    def load(self, account_id: str) -> FailureState: ...
+
+    def save(self, account_id: str, state: FailureState) -> None: ...
+
+
+class FailedMailArchive(Protocol):
+    """Where a mail that could not be fetched is recorded as `failed`."""
+
+    def record_failed(self, document: dict[str, Any]) -> None:
+        """Insert the `emails` document unless the mail has one already."""
+        ...
 
 
 class BlobWriter(Protocol):

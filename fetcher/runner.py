@@ -21,12 +21,15 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exp
 from fetcher.adapters import (
     BrokerEventPublisher,
     MongoAccounts,
+    MongoFailedMail,
+    MongoFetchFailures,
     MongoMailOutcomes,
     MongoOAuthTokens,
     MongoPop3Positions,
     MongoPositionStore,
     MongoTakenMail,
 )
+from fetcher.failures import MessageFailures
 from fetcher.health import AccountHealth
 from fetcher.idle import wait_for_mail
 from fetcher.imap import ImapClientMailbox
@@ -171,7 +174,13 @@ class AccountRunner:
             self.stop.wait(self.account.poll_interval)
             return
         with ExitStack() as stack:
-            watched = partial(ImapClientMailbox, watcher=self._parts.watcher, wake=self._wake)
+            watched = partial(
+                ImapClientMailbox,
+                watcher=self._parts.watcher,
+                wake=self._wake,
+                timeout=self._settings.mailbox_timeout_seconds,
+                budget=self._settings.fetch_budget_bytes,
+            )
             mailbox = self._open(stack, watched)
             self._imap_pass(mailbox)
             if not mailbox.supports_idle():
@@ -258,9 +267,22 @@ class AccountRunner:
             settler=self._settler,
             clock=self._clock,
             inline_limit=self._settings.inline_body_limit,
+            failures=self._failures(),
             batch=self._settings.fetch_batch,
+            budget=self._settings.fetch_budget_bytes,
         )
         self._done(sync.run(mailbox))
+
+    def _failures(self) -> MessageFailures:
+        a = self.account
+        return MessageFailures(
+            a,
+            store=MongoFetchFailures(self._store, a.tenant_id),
+            archive=MongoFailedMail(self._store),
+            publisher=self._publisher,
+            attempts=self._settings.fetch_attempts,
+            clock=self._clock,
+        )
 
     def _pop3_pass(self) -> None:
         a = self.account
@@ -272,9 +294,16 @@ class AccountRunner:
             settler=self._settler,
             clock=self._clock,
             inline_limit=self._settings.inline_body_limit,
+            failures=self._failures(),
+            budget=self._settings.fetch_budget_bytes,
         )
         with ExitStack() as stack:
-            result = sync.run(self._open(stack, PoplibMailbox))
+            pop3 = partial(
+                PoplibMailbox,
+                timeout=self._settings.mailbox_timeout_seconds,
+                budget=self._settings.fetch_budget_bytes,
+            )
+            result = sync.run(self._open(stack, pop3))
         self._settler.record(result.settled)  # the session's QUIT made its DELEs final
         self._done(result)
 

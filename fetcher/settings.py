@@ -14,6 +14,11 @@ class FetcherSettings(Settings):
     tells it) the owner is warned; 0 turns the warning off. `login_rate`: logins a second to
     one mail server from this replica (connections are opened no faster). `amqp_connections`:
     the RabbitMQ connections the replica's accounts publish through, whatever their number.
+    `fetch_budget_bytes`: the most message bytes one fetch asks for (by the sizes the server
+    reported); a larger message is fetched on its own. `fetch_attempts`: failed fetches of one
+    message before it is recorded `failed` and the mailbox goes on past it.
+    `mailbox_timeout_seconds`: the longest wait for a mail server's answer (a line; a message
+    gets one more second per 64 KiB).
     """
 
     fetch_backoff_base_seconds: float = Field(default=2.0, gt=0)
@@ -23,3 +28,6 @@ class FetcherSettings(Settings):
     oauth_consent_warning_days: float = Field(default=7.0, ge=0, le=365)
     login_rate: float = Field(default=100.0, gt=0, le=10_000)
     amqp_connections: int = Field(default=2, ge=1, le=32)
+    fetch_budget_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024**3)
+    fetch_attempts: int = Field(default=3, ge=1, le=100)
+    mailbox_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

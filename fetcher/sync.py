@@ -3,15 +3,20 @@ the binder's outcomes are made as they become known (fetcher.settle)."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from fetcher.batching import DEFAULT_BUDGET, plan_groups
+from fetcher.failures import MessageFailures
 from fetcher.ports import (
     BlobWriter,
     EventPublisher,
     FetchedMessage,
     ImapMailbox,
+    MessageFetchError,
+    MessageMeta,
     Position,
     PositionStore,
     TakenMail,
@@ -19,6 +24,7 @@ from fetcher.ports import (
 from fetcher.settle import Settler
 from shared.accounts import Account
 from shared.contracts import Event, MailFetched, email_id_for_imap
+from shared.errors import MailboxError, MailboxUnavailableError
 
 BATCH = 500
 
@@ -102,7 +108,13 @@ def with_payload(
 
 
 class ImapSync:
-    """Reads one account's folder from its saved position, in confirmed batches."""
+    """Reads one account's folder from its saved position, in confirmed batches.
+
+    `batch` UIDs are looked at together (sizes, dates, Message-IDs); their bodies are fetched
+    in groups of at most `budget` bytes, a larger message on its own. A message whose fetch
+    fails is counted (`failures`); after its last attempt it is recorded `failed` and the
+    folder is read on past it.
+    """
 
     def __init__(
         self,
@@ -115,7 +127,9 @@ class ImapSync:
         settler: Settler,
         clock: Callable[[], datetime],
         inline_limit: int,
+        failures: MessageFailures,
         batch: int = BATCH,
+        budget: int = DEFAULT_BUDGET,
     ) -> None:
         self.account = account
         self._settler = settler
@@ -125,7 +139,9 @@ class ImapSync:
         self._blobs = blobs
         self._clock = clock
         self._inline_limit = inline_limit
+        self._failures = failures
         self._batch = batch
+        self._budget = budget
 
     def run(self, mailbox: ImapMailbox) -> SyncResult:
         """Take the folder's new mail; a changed UIDVALIDITY starts over without duplicates."""
@@ -166,15 +182,90 @@ class ImapSync:
         fetched = duplicates = 0
         for first in range(0, len(uids), self._batch):
             batch = uids[first : first + self._batch]
-            messages = list(mailbox.fetch(batch, max_bytes=a.max_message_bytes))
-            published = self._publish(start.uidvalidity, messages)
+            for group in self._groups(start.uidvalidity, mailbox.headers(batch)):
+                taking = _Taking()
+                try:
+                    self._fetch_group(mailbox, start.uidvalidity, group, taking)
+                except _PassEndedError as lost:
+                    taking.ended.append(lost)
+                # What was fetched is published, past a failed message too (known by its
+                # fingerprint when the folder is read again from that message).
+                published = self._publish(start.uidvalidity, taking.messages)
+                if taking.ended:
+                    first_end = min(taking.ended, key=lambda e: e.last)
+                    self._advance(start, first_end.last, done, batch)
+                    raise first_end.cause from first_end.cause.__cause__
+                self._advance(start, group[-1].uid, done, batch)
+                fetched += published
+                duplicates += len(taking.messages) - published
             done += len(batch)
-            position = Position(start.uidvalidity, max(batch), start.first_load_end)
-            self._positions.advance(a.id, a.folder, position, done=done, now=self._clock())
+            self._advance(start, max(batch), done, [])
             self._settler.settle_imap(mailbox, start.uidvalidity)
-            fetched += published
-            duplicates += len(messages) - published
         return SyncResult(fetched, duplicates)
+
+    def _advance(self, start: Position, last: int, done: int, batch: Sequence[int]) -> None:
+        """Save the position at `last`; `done` plus the batch's UIDs up to it are done."""
+        a = self.account
+        position = Position(start.uidvalidity, last, start.first_load_end)
+        done += bisect_right(batch, last)
+        self._positions.advance(a.id, a.folder, position, done=done, now=self._clock())
+
+    def _groups(self, uidvalidity: int, metas: Sequence[MessageMeta]) -> list[list[MessageMeta]]:
+        return plan_groups(
+            metas,
+            budget=self._budget,
+            max_bytes=self.account.max_message_bytes,
+            alone=lambda m: self._failures.alone(uidvalidity, m.uid),
+        )
+
+    def _fetch_group(
+        self,
+        mailbox: ImapMailbox,
+        uidvalidity: int,
+        group: Sequence[MessageMeta],
+        taking: _Taking,
+    ) -> None:
+        """The group's messages, added to `taking`. A FETCH the server refuses is split
+        until the message at fault is alone, and the rest is fetched without it; a lost
+        connection ends the pass (_PassEndedError), and its UIDs are fetched one at a time
+        from then on, so the message at fault is found."""
+        try:
+            messages = mailbox.bodies(group, max_bytes=self.account.max_message_bytes)
+        except MessageFetchError as exc:
+            if len(group) == 1:
+                ended = self._failed_alone(uidvalidity, group[0], exc)
+                taking.ended.extend([ended] if ended else [])
+                return
+            half = len(group) // 2
+            self._fetch_group(mailbox, uidvalidity, group[:half], taking)
+            self._fetch_group(mailbox, uidvalidity, group[half:], taking)
+            return
+        except MailboxError as exc:  # the connection is gone with the FETCH
+            if len(group) == 1:
+                ended = self._failed_alone(uidvalidity, group[0], exc)
+                raise ended or _PassEndedError(group[0].uid, exc) from exc
+            self._failures.suspect(uidvalidity, group[-1].uid)
+            raise _PassEndedError(group[0].uid - 1, exc) from exc
+        self._failures.fetched(self._id(uidvalidity, m.uid) for m in messages)
+        taking.messages.extend(messages)
+
+    def _failed_alone(
+        self, uidvalidity: int, meta: MessageMeta, exc: MailboxError
+    ) -> _PassEndedError | None:
+        """Count a failed attempt of one message: the last one records it `failed` (None:
+        the folder is read on past it); before that the pass is to end just before it."""
+        if not self._failures.failed_attempt(self._id(uidvalidity, meta.uid)):
+            cause = MailboxUnavailableError(exc.reason, f"message UID {meta.uid}: {exc}")
+            cause.__cause__ = exc
+            return _PassEndedError(meta.uid - 1, cause)
+        a = self.account
+        message = FetchedMessage(meta.uid, b"", meta.size, meta.internal_date, False)
+        event = fetched_event(a, a.folder, uidvalidity, message, raw_ref=None, now=self._clock())
+        self._failures.give_up(event, f"{exc.reason}: {exc}")
+        return None
+
+    def _id(self, uidvalidity: int, uid: int) -> str:
+        return email_id_for_imap(self.account.id, self.account.folder, uidvalidity, uid)
 
     def _publish(self, uidvalidity: int, messages: Sequence[FetchedMessage]) -> int:
         """Publish what was not taken before (by fingerprint); remember it once confirmed."""
@@ -193,3 +284,20 @@ class ImapSync:
         a = self.account
         event = fetched_event(a, a.folder, uidvalidity, message, raw_ref=None, now=self._clock())
         return with_payload(event, message.raw, blobs=self._blobs, inline_limit=self._inline_limit)
+
+
+@dataclass
+class _Taking:
+    """What the fetch of a group brought, and the ends of the pass its failures make."""
+
+    messages: list[FetchedMessage] = field(default_factory=list)
+    ended: list[_PassEndedError] = field(default_factory=list)
+
+
+class _PassEndedError(Exception):
+    """Raised when a fetch failure ends the pass: the position may go up to `last`."""
+
+    def __init__(self, last: int, cause: MailboxError) -> None:
+        super().__init__(str(cause))
+        self.last = last
+        self.cause = cause

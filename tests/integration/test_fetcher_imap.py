@@ -18,10 +18,13 @@ from binder.__main__ import BinderHandler
 from binder.unit_of_work import MongoBindingBatch
 from fetcher.adapters import (
     BrokerEventPublisher,
+    MongoFailedMail,
+    MongoFetchFailures,
     MongoMailOutcomes,
     MongoPositionStore,
     MongoTakenMail,
 )
+from fetcher.failures import MessageFailures
 from fetcher.fetchparse import parse_fetch
 from fetcher.imap import MESSAGE_ID_ITEM, ImapClientMailbox
 from fetcher.settings import FetcherSettings
@@ -89,6 +92,18 @@ def settler_for(account: Account, store: Store) -> Settler:
     return Settler(account, outcomes=outcomes, positions=positions, clock=now)
 
 
+def failures_for(account: Account, store: Store, broker: Broker) -> MessageFailures:
+    """The account's failed fetch attempts as the runner reads them for a pass."""
+    return MessageFailures(
+        account,
+        store=MongoFetchFailures(store, account.tenant_id),
+        archive=MongoFailedMail(store),
+        publisher=BrokerEventPublisher(broker),
+        attempts=3,
+        clock=now,
+    )
+
+
 def imap_sync(account: Account, store: Store, broker: Broker, settings: Settings) -> ImapSync:
     return ImapSync(
         account,
@@ -99,6 +114,7 @@ def imap_sync(account: Account, store: Store, broker: Broker, settings: Settings
         settler=settler_for(account, store),
         clock=now,
         inline_limit=settings.inline_body_limit,
+        failures=failures_for(account, store, broker),
     )
 
 

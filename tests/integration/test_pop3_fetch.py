@@ -24,6 +24,7 @@ from tests.integration.test_fetcher_imap import (
     bind_published,
     binder_queue,
     drain,
+    failures_for,
     mailbox_password,
     outcomes_left,
     settler_for,
@@ -50,6 +51,7 @@ def run_once(account: Account, store: Store, broker: Broker, settings: Settings)
         settler=settler,
         clock=lambda: datetime.now(UTC),
         inline_limit=settings.inline_body_limit,
+        failures=failures_for(account, store, broker),
     )
     with PoplibMailbox(account, mailbox_password(settings, account)) as pop:
         result = sync.run(pop)

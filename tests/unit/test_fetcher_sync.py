@@ -10,15 +10,24 @@ from typing import Any
 
 import pytest
 
+from fetcher.failures import MessageFailures
 from fetcher.health import AccountHealth
 from fetcher.idle import wait_for_mail
 from fetcher.pop3sync import Pop3Sync
-from fetcher.ports import FetchedMessage, FolderState, Outcome, Position
+from fetcher.ports import (
+    FailureState,
+    FetchedMessage,
+    FolderState,
+    MessageFetchError,
+    MessageMeta,
+    Outcome,
+    Position,
+)
 from fetcher.settle import Settler
 from fetcher.sync import ImapSync
 from shared.accounts import Account
 from shared.contracts import AccountFailed, Event, MailFetched
-from shared.errors import MailboxRejectedError, PublishNotConfirmedError
+from shared.errors import MailboxRejectedError, MailboxUnavailableError, PublishNotConfirmedError
 from tests.fakes import FakeBlobStore
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -45,10 +54,16 @@ def mail(
 
 @dataclass
 class FakeImapMailbox:
+    """`refused`: UIDs whose FETCH the server answers NO; `dropping`: UIDs whose FETCH loses
+    the connection. `fetches`: the UIDs of each body FETCH."""
+
     messages: list[dict[str, Any]]
     uidvalidity: int = 7
     uidplus: bool = True
     expunged: list[int] = field(default_factory=list)
+    refused: set[int] = field(default_factory=set)
+    dropping: set[int] = field(default_factory=set)
+    fetches: list[list[int]] = field(default_factory=list)
 
     def select(self, folder: str) -> FolderState:
         return FolderState(self.uidvalidity, max((m["uid"] for m in self.messages), default=0) + 1)
@@ -57,6 +72,22 @@ class FakeImapMailbox:
         low = int(criteria[1].split(":")[0]) if criteria[0] == "UID" else 1
         unseen = "UNSEEN" in criteria
         return [m["uid"] for m in self.messages if m["uid"] >= low and not (unseen and m["seen"])]
+
+    def headers(self, uids: Sequence[int]) -> list[MessageMeta]:
+        return [
+            MessageMeta(m["uid"], m["size"], NOW, m["mid"])
+            for m in self.messages
+            if m["uid"] in uids
+        ]
+
+    def bodies(self, metas: Sequence[MessageMeta], *, max_bytes: int) -> list[FetchedMessage]:
+        uids = [meta.uid for meta in metas]
+        self.fetches.append(uids)
+        if self.dropping & set(uids):
+            raise MailboxUnavailableError("connection_failed", "the server hung up")
+        if self.refused & set(uids):
+            raise MessageFetchError("fetch_refused", "NO [SERVERBUG]")
+        return list(self.fetch(uids, max_bytes=max_bytes))
 
     def fetch(self, uids: Sequence[int], *, max_bytes: int) -> Iterator[FetchedMessage]:
         for m in self.messages:
@@ -173,12 +204,49 @@ class FakeTakenMail:
 
 
 @dataclass
+class FakeFailureStore:
+    saved: FailureState = field(default_factory=FailureState)
+
+    def load(self, account_id: str) -> FailureState:
+        return FailureState(dict(self.saved.counts), *self._suspect())
+
+    def _suspect(self) -> tuple[int, int]:
+        return self.saved.suspect_uidvalidity, self.saved.suspect_until
+
+    def save(self, account_id: str, state: FailureState) -> None:
+        self.saved = FailureState(
+            dict(state.counts), state.suspect_uidvalidity, state.suspect_until
+        )
+
+
+@dataclass
+class FakeFailedMail:
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record_failed(self, document: dict[str, Any]) -> None:
+        self.documents.setdefault(document["_id"], document)
+
+
+@dataclass
 class World:
     outcomes: FakeOutcomes = field(default_factory=FakeOutcomes)
     publisher: FakePublisher = field(default_factory=FakePublisher)
     positions: FakePositions = field(default_factory=FakePositions)
     taken: FakeTakenMail = field(default_factory=FakeTakenMail)
     settlers: dict[str, Settler] = field(default_factory=dict)
+    failure_store: FakeFailureStore = field(default_factory=FakeFailureStore)
+    failed_mail: FakeFailedMail = field(default_factory=FakeFailedMail)
+
+    def failures(self, acc: Account, attempts: int = 3) -> MessageFailures:
+        """Read from what is stored, as each pass of the runner does."""
+        return MessageFailures(
+            acc,
+            store=self.failure_store,
+            archive=self.failed_mail,
+            publisher=self.publisher,
+            attempts=attempts,
+            clock=lambda: NOW,
+        )
 
     def __post_init__(self) -> None:
         self.publisher.outcomes = self.outcomes
@@ -192,7 +260,7 @@ class World:
         self.settlers[acc.id].account = acc
         return self.settlers[acc.id]
 
-    def sync(self, acc: Account, batch: int = 2) -> ImapSync:
+    def sync(self, acc: Account, batch: int = 2, budget: int = 1 << 30) -> ImapSync:
         return ImapSync(
             acc,
             publisher=self.publisher,
@@ -202,7 +270,9 @@ class World:
             settler=self.settler(acc),
             clock=lambda: NOW,
             inline_limit=10_000,
+            failures=self.failures(acc),
             batch=batch,
+            budget=budget,
         )
 
     def uids(self) -> list[int | None]:
@@ -420,6 +490,7 @@ def pop3_pass(acc: Account, w: World, pos: FakePop3Positions, box: FakePop3) -> 
         settler=settler,
         clock=lambda: NOW,
         inline_limit=9999,
+        failures=w.failures(acc),
     ).run(box)
     settler.record(result.settled)
 
