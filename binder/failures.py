@@ -5,35 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from binder.handlers import _base_document
 from binder.ports import AccountDirectory, AccountRef, EmailArchive
 from shared.contracts import Event, MailFetched, MailSkipped
-
-MAX_REASON = 1000
+from shared.letter import MAX_REASON, base_document, failed_fields
 
 
 def failed_document(
     event: MailFetched, account: AccountRef, reason: str, *, now: datetime
 ) -> dict[str, Any]:
     """The `emails` document of a mail that failed, under the stored account's tenant."""
-    doc = _base_document(event, now)
-    doc.update(
-        {
-            "tenant_id": account.tenant_id,
-            "account_id": account.id,
-            "shop_id": account.options.shop_id,
-            "status": "failed",
-            "matched_by": None,
-            "failure_reason": reason[:MAX_REASON],
-            "failed_at": now,
-            "raw_ref": event.raw_ref,
-            "message_id": None,
-            "from_address": None,
-            "from_name": None,
-            "subject": "",
-        }
-    )
-    return doc
+    return {
+        **base_document(event, now),
+        "tenant_id": account.tenant_id,
+        "account_id": account.id,
+        "shop_id": account.options.shop_id,
+        **failed_fields(reason, now=now, raw_ref=event.raw_ref),
+    }
 
 
 def handle_mail_dead_lettered(

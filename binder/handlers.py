@@ -16,9 +16,15 @@ from shared.contracts import (
     MailSummary,
 )
 from shared.errors import UnknownAccountError
-from shared.letter import DEFAULT_PART_LIMITS, PartLimits, letter_fields, stored_parts
+from shared.letter import (
+    DEFAULT_PART_LIMITS,
+    PartLimits,
+    base_document,
+    letter_fields,
+    stored_parts,
+)
 from shared.mail import MailParseError, ParsedMail, parse_mail
-from shared.mailboxref import MAILBOX, mailbox_outcome, mailbox_place
+from shared.mailboxref import mailbox_outcome
 
 
 def handle_mail_fetched(
@@ -125,25 +131,11 @@ def _decide(
     return doc
 
 
-def _base_document(event: MailFetched, now: datetime) -> dict[str, Any]:
-    return {
-        "_id": event.email_id,
-        "tenant_id": event.tenant_id,
-        "account_id": event.account_id,
-        "shop_id": event.options.shop_id,
-        "size": event.size,
-        "received_at": event.internal_date or now,
-        "created_at": now,
-        "event_id": event.event_id,
-        MAILBOX: mailbox_place(event),
-    }
-
-
 def email_document(
     event: MailFetched, mail: ParsedMail, binding: Bound | Skipped, *, now: datetime
 ) -> dict[str, Any]:
     """The `emails` document of a parsed mail and its binding."""
-    doc = _base_document(event, now)
+    doc = base_document(event, now)
     doc.update(
         {
             "message_id": mail.message_id,
@@ -185,7 +177,7 @@ def skipped_document(
     event: MailFetched, reason: str, detail: str, *, now: datetime, raw_ref: str | None = None
 ) -> dict[str, Any]:
     """The `emails` document of a mail that could not be parsed at all."""
-    doc = _base_document(event, now)
+    doc = base_document(event, now)
     doc.update(
         {
             "status": "skipped",

@@ -15,33 +15,12 @@ from typing import Any
 from fetcher.ports import EventPublisher, FailedMailArchive, FailureState, FailureStore
 from shared.accounts import Account
 from shared.contracts import MailFetched, MailSkipped
-from shared.mailboxref import MAILBOX, mailbox_place
-
-MAX_REASON = 1000
+from shared.letter import MAX_REASON, base_document, failed_fields
 
 
 def failed_document(event: MailFetched, reason: str, *, now: datetime) -> dict[str, Any]:
     """The `emails` document of a mail that could not be fetched."""
-    return {
-        "_id": event.email_id,
-        "tenant_id": event.tenant_id,
-        "account_id": event.account_id,
-        "shop_id": event.options.shop_id,
-        "size": event.size,
-        "received_at": event.internal_date or now,
-        "created_at": now,
-        "event_id": event.event_id,
-        MAILBOX: mailbox_place(event),
-        "status": "failed",
-        "matched_by": None,
-        "failure_reason": reason[:MAX_REASON],
-        "failed_at": now,
-        "raw_ref": None,
-        "message_id": None,
-        "from_address": None,
-        "from_name": None,
-        "subject": "",
-    }
+    return {**base_document(event, now), **failed_fields(reason, now=now, raw_ref=None)}
 
 
 def failed_notice(event: MailFetched, reason: str, *, now: datetime) -> MailSkipped:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from shared.contracts import MailFetched
 from shared.htmlsafe import safe_html
 from shared.mail import Attachment, MailBody, Mailbox, ParsedMail
+from shared.mailboxref import MAILBOX, mailbox_place
 
 __all__ = [
     "BODY_INLINE_CHARS",
@@ -215,3 +217,37 @@ def prunable_raw(tenant_id: str, stored_before: datetime) -> dict[str, Any]:
 def pruned_raw(now: datetime) -> dict[str, Any]:
     """The fields of a document whose raw source was dropped (the letter stays)."""
     return {"raw_ref": None, "raw_pruned_at": now}
+
+
+MAX_REASON = 1000  # characters of a failure's reason kept on its document and notice
+
+
+def base_document(event: MailFetched, now: datetime) -> dict[str, Any]:
+    """What every `emails` document of a fetched mail holds, whatever became of it."""
+    return {
+        "_id": event.email_id,
+        "tenant_id": event.tenant_id,
+        "account_id": event.account_id,
+        "shop_id": event.options.shop_id,
+        "size": event.size,
+        "received_at": event.internal_date or now,
+        "created_at": now,
+        "event_id": event.event_id,
+        MAILBOX: mailbox_place(event),
+    }
+
+
+def failed_fields(reason: str, *, now: datetime, raw_ref: str | None) -> dict[str, Any]:
+    """The fields of a mail that failed (could not be fetched, or was dead-lettered): no
+    binding, the reason, and none of the letter."""
+    return {
+        "status": "failed",
+        "matched_by": None,
+        "failure_reason": reason[:MAX_REASON],
+        "failed_at": now,
+        "raw_ref": raw_ref,
+        "message_id": None,
+        "from_address": None,
+        "from_name": None,
+        "subject": "",
+    }
