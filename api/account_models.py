@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from shared.accounts import (
+    AccountFields,
     AuthMode,
     InitialSync,
-    Protocol,
     Security,
     check_credential,
     status_row,
@@ -18,32 +18,14 @@ from shared.accounts import (
 from shared.oauth.providers import ProviderName
 
 
-class AccountOptions(BaseModel):
+class AccountOptions(AccountFields):
     """What may be set when adding or changing an account (not where it stores a CA file)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    owner_id: str = Field(min_length=1, max_length=200, description="gets skip/error notices")
-    protocol: Protocol
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(default=0, ge=0, le=65535, description="0: by protocol and security")
-    security: Security | None = Field(
+    security: Security | None = Field(  # type: ignore[assignment]  # unset: by the port
         default=None, description="ssl (default), starttls, or none (plaintext: say it)"
     )
-    username: str = Field(min_length=1, max_length=320)
-    folder: str = "INBOX"
-    shop_id: str | None = None
-    delete_after_import: bool = False
-    notify_manager: bool = False
-    create_customer: bool = False
-    manager_group_id: str | None = None
-    notify_skipped: bool = False
-    ignore_auto_replies: bool = False
-    thread_replies: bool = False
-    tag_requires_sender: bool = False
-    initial_sync: InitialSync = "unseen"
-    poll_interval: float = Field(default=60.0, ge=1, le=86_400)
-    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
 
 
 class OAuthClientFields(BaseModel):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.contracts import AccountOptions
 from shared.oauth.providers import OAuthClient
-from shared.settings import check_max_message_bytes
+from shared.settings import MAX_MESSAGE_BYTES_CEILING, check_max_message_bytes
 from shared.store import OwnCache, Store, store_errors
 
 MAX_ACCOUNTS_PER_TENANT = 10
@@ -51,16 +51,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class AccountConfig(BaseModel):
-    """What `accounts add` stores; validated so that a bad value is refused before writing."""
+class AccountFields(BaseModel):
+    """The fields of a mail account that its owner sets: what `accounts add` and the HTTP API
+    take, each checked the same way."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    tenant_id: str = Field(min_length=1, max_length=200)
-    owner_id: str = Field(min_length=1, max_length=200)  # gets skip and error notices
+    owner_id: str = Field(min_length=1, max_length=200, description="gets skip/error notices")
     protocol: Protocol
     host: str = Field(min_length=1, max_length=253)
-    port: int = Field(default=0, ge=0, le=65535)
+    port: int = Field(default=0, ge=0, le=65535, description="0: by protocol and security")
     security: Security = "ssl"
     username: str = Field(min_length=1, max_length=320)
     folder: str = "INBOX"
@@ -75,11 +73,9 @@ class AccountConfig(BaseModel):
     tag_requires_sender: bool = False
     initial_sync: InitialSync = "unseen"
     poll_interval: float = Field(default=60.0, ge=1, le=86_400)
-    ca_file: str | None = None
-    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
-    allow_plaintext: bool = False
-    auth: AuthMode = "password"
-    oauth: OAuthClient | None = None
+    max_message_bytes: int = Field(  # the ceiling checked below, with its own message
+        default=25 * 1024 * 1024, ge=1024, json_schema_extra={"maximum": MAX_MESSAGE_BYTES_CEILING}
+    )
 
     @field_validator("username")
     @classmethod
@@ -87,6 +83,18 @@ class AccountConfig(BaseModel):
         return check_credential("user name", value)
 
     _max_message_bytes = field_validator("max_message_bytes")(check_max_message_bytes)
+
+
+class AccountConfig(AccountFields):
+    """What `accounts add` stores; validated so that a bad value is refused before writing."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tenant_id: str = Field(min_length=1, max_length=200)
+    ca_file: str | None = None
+    allow_plaintext: bool = False
+    auth: AuthMode = "password"
+    oauth: OAuthClient | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AccountConfig:

@@ -65,6 +65,7 @@ def test_an_account_is_created_read_changed_disabled_and_deleted(
         ({"port": 143}, "body.port", 143),  # plaintext port without security said
         ({"colour": "red"}, "body.colour", "red"),
         ({"manager_group_id": "nope"}, "body.manager_group_id", "nope"),
+        ({"max_message_bytes": 200 * 1024 * 1024}, "body.max_message_bytes", 200 * 1024 * 1024),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_field_and_the_value(
