@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -73,8 +74,43 @@ def debug_enabled() -> bool:
     return _debug
 
 
+class _StderrLogger:
+    """structlog's output: one line at a time to the stderr of the moment (looked up at each
+    line, not kept from when logging was set up), whole lines from concurrent threads."""
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            stream = sys.stderr
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _stderr_logger(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stdlib's records to the stderr of the moment, as _StderrLogger does."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
-    """Route structlog and stdlib logging to stderr in the chosen format."""
+    """Route structlog and stdlib logging to stderr in the chosen format.
+
+    Both write to `sys.stderr` as it is when a line is written: a stream replaced since (a
+    test's captured output, closed after it) is never written to again.
+    """
     global _debug
     threshold = logging.getLevelName(level.upper())
     renderer: Any = (
@@ -93,10 +129,10 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -271,3 +271,24 @@ def test_a_delivered_batch_is_cut_into_units_of_work_by_bytes() -> None:
         ["ev5"],
     ]
     assert unit_of_work.commits == 4
+
+
+def test_logs_go_to_the_stderr_of_the_moment_not_a_closed_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream that stderr was when logging was set up, closed since (a test's captured
+    output), is never written to again: each line goes to stderr as it is now."""
+    import io
+    import logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging("json", "INFO")
+    get_logger("mailintake.test").info("one")
+    logging.getLogger("some.library").warning("two")
+    first.close()
+    monkeypatch.setattr("sys.stderr", second)
+    get_logger("mailintake.test").info("three")  # raised "I/O operation on closed file"
+    logging.getLogger("some.library").warning("four")
+    lines = [json.loads(line) for line in second.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["three", "four"]
