@@ -34,6 +34,16 @@ def file_id(path: Path) -> str:
     return path.relative_to(CORPUS).as_posix()
 
 
+def corpus_params() -> list[object]:
+    """The corpus files as pytest parameters (ids: their paths in the corpus); without a
+    corpus, one parameter that skips with the reason (under CI, `test_corpus_is_present`
+    fails with it)."""
+    if FILES:
+        return [pytest.param(path, id=file_id(path)) for path in FILES]
+    reason = f"no mail corpus at {CORPUS} (set MAILINTAKE_CORPUS_DIR)"
+    return [pytest.param(None, id="no-corpus", marks=pytest.mark.skip(reason=reason))]
+
+
 def require_outside_data(present: bool, message: str) -> None:
     """Data kept outside the repository: skip without it, or fail under CI (`CI` set)."""
     if present:

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from shared.mail import MailParseError, ParsedMail, normalize_address, parse_mail
-from tests.corpus import CORPUS, FILES, file_id, require_corpus
+from tests.corpus import CORPUS, FILES, corpus_params, file_id, require_corpus
 
 
 def test_corpus_is_present() -> None:
     require_corpus()
 
 
-@pytest.mark.parametrize("path", FILES, ids=file_id)
+@pytest.mark.parametrize("path", corpus_params())
 def test_corpus_message_parses_or_is_refused(
     path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,7 +28,7 @@ from shared import mail, mailparts
 from shared.mailheaders import HeaderFactory
 from shared.mailparts import clean_text
 from shared.mimesplit import parse_bytes
-from tests.corpus import FILES, file_id, require_corpus
+from tests.corpus import FILES, corpus_params, require_corpus
 from tests.unit.test_bad_input import mime_mail
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -134,7 +134,7 @@ def test_anything_the_stdlib_must_decide_is_left_to_it(raw: bytes, why: str) -> 
     assert parse_bytes(raw, mail_policy()) is None, why
 
 
-@pytest.mark.parametrize("path", FILES, ids=file_id)
+@pytest.mark.parametrize("path", corpus_params())
 def test_corpus_message_is_split_as_the_stdlib_splits_it(path: Path) -> None:
     assert_same_or_declined(path.read_bytes())
 
@@ -329,7 +329,7 @@ def test_a_long_body_is_read_in_its_charset_up_to_where_the_preview_ends(
     assert mailparts._plain_preview(broken, 500) == clean_text(start, 500)
 
 
-@pytest.mark.parametrize("path", FILES, ids=file_id)
+@pytest.mark.parametrize("path", corpus_params())
 def test_the_corpus_previews_are_what_decoding_whole_gave(path: Path) -> None:
     try:
         msg, _ = mail._parse_bytes(path.read_bytes(), mail_policy())
