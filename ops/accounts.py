@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ops import oauth
 from ops.context import Context
+from ops.known import require_tenant
 from ops.output import UserError, emit, print_json, read_secret
 from shared.accounts import (
     MAX_ACCOUNTS_PER_TENANT,
@@ -315,6 +316,8 @@ def _find(ctx: Context, account_id: str) -> Doc:
 
 
 def _rows(ctx: Context, tenant: str | None) -> list[Doc]:
+    if tenant:
+        require_tenant(ctx, tenant)
     query = {"tenant_id": tenant} if tenant else {}  # without --tenant: every tenant's, on purpose
     return [_public(d) for d in ctx.store.accounts.find(query).sort([("tenant_id", 1), ("_id", 1)])]
 

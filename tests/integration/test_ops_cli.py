@@ -223,7 +223,8 @@ def test_listings_of_an_unknown_tenant_or_user_are_refused(
 ) -> None:
     path = tmp_path / "crm.json"
     path.write_text(json.dumps({"tenant_id": TENANT, "managers": [{"_id": "m-1", "name": "One"}]}))
-    for command in (("emails", "list"), ("notifications", "list"), ("managers", "list")):
+    listings = (("emails", "list"), ("notifications", "list"), ("managers", "list"))
+    for command in (*listings, ("accounts", "list"), ("accounts", "status")):
         refused = cli(*command, "--tenant", "no-such-tenant", expect=2)
         assert "unknown tenant 'no-such-tenant'" in refused.stderr, command
     cli("crm", "import", str(path))
