@@ -97,12 +97,13 @@ class ImapClientMailbox:
 
     def __enter__(self) -> ImapClientMailbox:
         a = self._account
-        check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
+        address = check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
         context = shared_client_context(a.ca_file)
         with translated_errors(a):
             client = BoundedImapClient(
                 a.host,
                 limits=self.limits,
+                address=address,
                 port=a.port,
                 ssl=a.security == "ssl",
                 ssl_context=context,

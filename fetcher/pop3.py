@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import poplib
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -72,15 +73,44 @@ class _BoundedLines:
 
 
 class BoundedPop3(_BoundedLines, poplib.POP3):
-    def __init__(self, limits: ReadLimits, host: str, port: int, *, timeout: float):
+    def __init__(
+        self,
+        limits: ReadLimits,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        address: str | None = None,
+    ):
         self._bound(limits)
+        self._address = address
         super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        """To the checked address when there is one (else by name): no second lookup."""
+        return socket.create_connection((self._address or self.host, self.port), timeout)
 
 
 class BoundedPop3Ssl(_BoundedLines, poplib.POP3_SSL):
-    def __init__(self, limits: ReadLimits, host: str, port: int, *, timeout: float, context: Any):
+    def __init__(
+        self,
+        limits: ReadLimits,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        context: Any,
+        address: str | None = None,
+    ):
         self._bound(limits)
+        self._address = address
         super().__init__(host, port, timeout=timeout, context=context)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        """To the checked address when there is one; TLS (SNI, certificate) on the name."""
+        sock = socket.create_connection((self._address or self.host, self.port), timeout)
+        context: ssl.SSLContext = self.context  # type: ignore[attr-defined]  # poplib's
+        return context.wrap_socket(sock, server_hostname=self.host)
 
 
 class PoplibMailbox:
@@ -112,15 +142,18 @@ class PoplibMailbox:
 
     def __enter__(self) -> PoplibMailbox:
         a = self._account
-        check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
+        address = check_mailbox_host(a.host, a.port)  # MAILINTAKE_MAILBOX_DENY_PRIVATE
         context = shared_client_context(a.ca_file)
         with translated_pop3_errors(a):
             if a.security == "ssl":
                 pop: poplib.POP3 = BoundedPop3Ssl(
-                    self.limits, a.host, a.port, timeout=self._timeout, context=context
-                )
+                    self.limits, a.host, a.port, timeout=self._timeout, context=context,
+                    address=address,
+                )  # fmt: skip
             else:
-                pop = BoundedPop3(self.limits, a.host, a.port, timeout=self._timeout)
+                pop = BoundedPop3(
+                    self.limits, a.host, a.port, timeout=self._timeout, address=address
+                )
         try:
             with translated_pop3_errors(a):
                 if a.security == "starttls":

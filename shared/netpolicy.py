@@ -164,17 +164,19 @@ def _process_mailbox_policy() -> NetPolicy | None:
     return mailbox_policy()
 
 
-def check_mailbox_host(host: str, port: int) -> None:
+def check_mailbox_host(host: str, port: int) -> str | None:
     """Before a mailbox connection: refuse an inside address when the operator asked for it.
 
+    Returns the address that was checked, for the connection to go to (so that a second
+    lookup cannot lead elsewhere), or None when no check is asked for (connect by name).
     MailboxRejectedError (`address_refused`) puts the account in error with the reason;
     a name that does not resolve is MailboxUnavailableError (retried).
     """
     policy = _process_mailbox_policy()
     if policy is None:
-        return
+        return None
     try:
-        policy.vet(host, port, what="mailbox host")
+        return str(policy.vet(host, port, what="mailbox host"))
     except AddressRefusedError as exc:
         raise MailboxRejectedError("address_refused", str(exc)) from exc
     except HostNotResolvedError as exc:

@@ -5,13 +5,15 @@ sent — on the real store, broker and Dovecot."""
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import Mailbox, settings_env
+from tests.conftest import Mailbox, make_mail, settings_env
 from tests.integration.test_fetcher_imap import add_account
 from tests.integration.test_security import Run, cli
 from tests.processes import StageProcesses, wait_until
@@ -88,3 +90,45 @@ def test_with_deny_private_the_fetcher_refuses_to_connect_and_the_account_says_w
     assert state["reason"] == "address_refused"
     assert "not allowed (loopback)" in state["message"]
     assert mailbox.flags() == []  # nothing was read
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_the_connection_goes_to_the_address_that_was_checked(
+    mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    """A DNS answer that changes after the check (rebinding) does not move the connection:
+    the checked address is the one connected to, and TLS is still verified for the name."""
+    from fetcher.imap import ImapClientMailbox
+    from fetcher.pop3 import PoplibMailbox
+    from shared import netpolicy
+    from shared.accounts import AccountConfig
+
+    mailbox.append(make_mail("a@x.example", "one"))
+    monkeypatch.setenv(DENY, "true")
+    monkeypatch.setenv("MAILINTAKE_MAILBOX_ALLOW_NETWORKS", "127.0.0.0/8")
+    netpolicy._process_mailbox_policy.cache_clear()
+    monkeypatch.setattr(netpolicy, "_process_mailbox_policy", netpolicy.mailbox_policy)
+    real, asked = socket.getaddrinfo, []
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(host)
+        if host == "localhost" and asked.count("localhost") > 1:  # after the check: elsewhere
+            return real("192.0.2.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    s = mailbox.server
+    port = s.imaps_port if protocol == "imap" else s.pop3s_port
+    account = AccountConfig(
+        tenant_id="t-net", owner_id="owner", protocol=protocol, host="localhost", port=port,
+        security="ssl", username=mailbox.user, ca_file=s.ca_file,
+    )  # fmt: skip
+    if protocol == "imap":
+        with ImapClientMailbox(account, s.password, timeout=5) as imap:
+            assert imap.client is not None
+            assert imap.client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 1
+    else:
+        with PoplibMailbox(account, s.password, timeout=5) as pop:
+            assert len(pop.listing()) == 1
+    assert asked.count("localhost") == 1  # the check's lookup only; then 127.0.0.1 itself
+    assert "127.0.0.1" in asked
