@@ -25,7 +25,9 @@ class MongoAccountDirectory:
 
     `warm` reads the addresses of a batch's tenants' accounts with one query; until the next
     `warm`, a tenant's addresses are read once. `warm_accounts` reads the accounts a batch's
-    events name with one query; until the next, `find` answers those from what it read.
+    events name with one query; until the next, `find` answers those from what it read. A
+    read that failed leaves nothing known: `find` then reads for itself (and fails as the
+    store does), so a store that is away never makes an account look unknown.
     """
 
     def __init__(self, store: Store) -> None:
@@ -36,18 +38,20 @@ class MongoAccountDirectory:
     def warm_accounts(self, named: Iterable[tuple[str, str]]) -> None:
         """Read the accounts of these (tenant, account id) pairs: one query, on the tenants."""
         pairs = set(named)
-        self._accounts = dict.fromkeys(pairs)
+        self._accounts = {}  # until the read succeeds, `find` reads each account itself
         if not pairs:
             return
         query = {
             "tenant_id": {"$in": sorted({t for t, _ in pairs})},
             "_id": {"$in": sorted({a for _, a in pairs})},
         }
+        found: dict[tuple[str, str], AccountRef | None] = dict.fromkeys(pairs)
         with store_errors("read the batch's accounts"):
             for doc in self._store.accounts.find(query, _OPTION_FIELDS):
                 key = (doc["tenant_id"], str(doc["_id"]))
                 if key in pairs:
-                    self._accounts[key] = _account(doc)
+                    found[key] = _account(doc)
+        self._accounts = found  # only now is an account not found known to be unknown
 
     def warm(self, tenant_ids: Iterable[str]) -> None:
         tenants = sorted(set(tenant_ids))

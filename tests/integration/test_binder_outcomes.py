@@ -282,3 +282,20 @@ def test_an_event_naming_another_tenants_account_writes_nothing_and_is_dead_lett
         assert store.emails.count_documents({"tenant_id": tenant}) == 0
         assert store.customers.count_documents({"tenant_id": tenant}) == 0
         assert store[OUTCOMES].count_documents({"tenant_id": tenant}) == 0
+
+
+def test_a_store_that_is_away_never_makes_an_account_look_unknown() -> None:
+    """The batch's bulk read of its accounts fails with the store away: each account is then
+    read for itself and fails as the store does (retried), never "unknown" (dead-lettered)."""
+    from binder.accounts import MongoAccountDirectory
+    from shared.errors import StoreUnavailableError
+
+    away = Store("mongodb://127.0.0.1:1/mailintake", timeout_ms=300)
+    try:
+        accounts = MongoAccountDirectory(away)
+        with pytest.raises(StoreUnavailableError):
+            accounts.warm_accounts([("t1", "a1")])
+        with pytest.raises(StoreUnavailableError):
+            accounts.find("t1", "a1")  # before the fix: None, an unknown account
+    finally:
+        away.close()
