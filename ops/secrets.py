@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from ops.context import Context
 from ops.output import emit
 from shared.errors import SecretError
 
-# (collection, field holding the Fernet token)
+# (collection, field holding the Fernet token); `oauth_states` holds the PKCE verifiers of
+# authorizations not yet finished: only those that can still be finished are rotated (an
+# expired one is never opened again, and is removed a day later).
 ENCRYPTED = (
     ("accounts", "password_enc"),
     ("accounts", "oauth_client_secret_enc"),
     ("accounts", "oauth_refresh_token_enc"),
     ("accounts", "oauth_access_token_enc"),
     ("webhooks", "secret_enc"),
+    ("oauth_states", "verifier_enc"),
 )
+STILL_USABLE = {"oauth_states": "expires_at"}
 
 
 def register(commands: Any) -> None:
     p = commands.add_parser(
         "secrets",
-        help="rotate the key that encrypts mailbox passwords and webhook secrets",
+        help="rotate the key that encrypts mailbox passwords, OAuth tokens and webhook secrets",
         description="Key rotation: set MAILINTAKE_SECRET_KEY=NEW,OLD on every process and here, "
         "run `mailintake secrets rotate`, then set MAILINTAKE_SECRET_KEY=NEW.",
     )
@@ -45,9 +50,12 @@ def rotate_collection(
 ) -> dict[str, Any]:
     """Rotate one collection's secrets; counts and the ids that no key opens."""
     done, unreadable = 0, []
+    query: dict[str, Any] = {field: {"$exists": True}}
+    if collection in STILL_USABLE:
+        query[STILL_USABLE[collection]] = {"$gt": datetime.now(UTC)}
     # Every tenant's secrets, on purpose: a key rotation re-encrypts them all (each written
     # back by its _id and tenant).
-    for doc in ctx.store[collection].find({field: {"$exists": True}}, {field: 1, "tenant_id": 1}):
+    for doc in ctx.store[collection].find(query, {field: 1, "tenant_id": 1}):
         token = doc.get(field)
         if not isinstance(token, str):
             continue
