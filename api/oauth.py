@@ -70,13 +70,16 @@ def _oauth_account(store: Store, tenant: str, account_id: str) -> Account:
     return account
 
 
-@router.post("/start")
+@router.post("/start", responses=responses(429))
 def start_authorization(
     account_id: str, body: OAuthStart, tenant: Tenant, store: StoreDep, box: SecretBoxDep
 ) -> OAuthStarted:
     """Begin signing the account in: the provider's URL for the person's browser."""
     account = _oauth_account(store, tenant, account_id)
-    started = pending.start(store, box, account, body.redirect_uri, now=datetime.now(UTC))
+    try:
+        started = pending.start(store, box, account, body.redirect_uri, now=datetime.now(UTC))
+    except pending.TooManyStartedError as exc:
+        raise ProblemError(429, str(exc)) from exc
     log.info("oauth_authorization_started", tenant_id=tenant, account_id=account_id)
     return OAuthStarted(
         authorization_url=started.url, state=started.state, expires_at=started.expires_at

@@ -24,6 +24,7 @@ TITLES = {
     405: "Method not allowed",
     409: "Conflict",
     422: "Invalid value",
+    429: "Too many requests",
     502: "Bad gateway",
     503: "Service unavailable",
 }

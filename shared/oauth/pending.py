@@ -4,7 +4,9 @@ A state is random and single-use; the store keeps only its SHA-256 (as `_id`), w
 tenant, the account, the redirect URI and the verifier (encrypted). Taking it inserts a mark
 keyed `<sha256>:used`: `_id` uniqueness lets exactly one of two finishes with one state get
 the verifier, on every MongoDB-compatible engine. States and marks are removed a day after
-they expire, when the tenant next starts one (no TTL index: not every engine has them).
+they expire, when the tenant next starts one (no TTL index: not every engine has them). An
+account has at most MAX_STARTED authorizations started in one LIFETIME: a client that starts
+them in a loop is refused instead of filling the store.
 """
 
 from __future__ import annotations
@@ -25,6 +27,20 @@ from shared.store import Doc, Store, store_errors
 COLLECTION = "oauth_states"
 LIFETIME = timedelta(minutes=10)
 KEPT_AFTER_EXPIRY = timedelta(days=1)
+MAX_STARTED = 20  # per account and LIFETIME; a person signing in needs one or two
+
+
+class TooManyStartedError(PermanentError):
+    """Raised when an account already has MAX_STARTED authorizations that can still be
+    finished; `retry_at` is when the oldest of them ends."""
+
+    def __init__(self, account_id: str, retry_at: datetime) -> None:
+        super().__init__(
+            f"account {account_id!r} has {MAX_STARTED} authorizations started in the last "
+            f"{LIFETIME.seconds // 60} minutes: finish one, or start again after "
+            f"{retry_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        self.retry_at = retry_at
 
 
 class StateRefusedError(PermanentError):
@@ -76,10 +92,19 @@ def start(
         "expires_at": expires_at,
     }
     states = store[COLLECTION]
+    open_states = {
+        "tenant_id": account.tenant_id,
+        "account_id": account.id,
+        "verifier_enc": {"$exists": True},  # states, not their used marks
+        "expires_at": {"$gt": now},
+    }
     with store_errors("start the authorization"):
         states.delete_many(
             {"tenant_id": account.tenant_id, "expires_at": {"$lt": now - KEPT_AFTER_EXPIRY}}
         )
+        oldest = list(states.find(open_states, {"expires_at": 1}).sort("expires_at", 1).limit(1))
+        if oldest and states.count_documents(open_states) >= MAX_STARTED:
+            raise TooManyStartedError(account.id, oldest[0]["expires_at"])
         states.insert_one(doc)
     return Started(url, request.state, expires_at)
 

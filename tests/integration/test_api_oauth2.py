@@ -216,6 +216,29 @@ def test_an_expired_state_is_refused(api: Api, store: Store, oauth: OAuthServer)
     assert stored is not None and "oauth_refresh_token_enc" not in stored
 
 
+def test_an_account_with_too_many_started_authorizations_is_refused_until_one_ends(
+    api: Api, store: Store, oauth: OAuthServer
+) -> None:
+    headers = api.token("t-a")
+    account_id, other = add_account(api, headers, oauth), add_account(api, headers, oauth)
+    first = start(api, headers, account_id)
+    for _ in range(pending.MAX_STARTED - 1):
+        start(api, headers, account_id)
+    url = f"/accounts/{account_id}/oauth2/start"
+    refused = api.client.post(url, json={"redirect_uri": CALLBACK}, headers=headers)
+    assert refused.status_code == 429, refused.text
+    ends = datetime.fromisoformat(first["expires_at"])
+    assert f"start again after {ends:%Y-%m-%d %H:%M:%S} UTC" in refused.json()["detail"]
+    open_states = {"tenant_id": "t-a", "account_id": account_id, "verifier_enc": {"$exists": 1}}
+    assert store["oauth_states"].count_documents(open_states) == pending.MAX_STARTED
+    start(api, headers, other)  # another account of the tenant is not held back
+    store["oauth_states"].update_one(  # the oldest ends
+        {"_id": pending.state_id(first["state"]), "tenant_id": "t-a"},
+        {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+    )
+    start(api, headers, account_id)
+
+
 def test_a_state_of_another_account_is_refused_and_stays_good_for_its_own(
     api: Api, oauth: OAuthServer
 ) -> None:
