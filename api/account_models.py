@@ -71,7 +71,9 @@ class AccountCreate(AccountOptions):
 
 
 class AccountUpdate(BaseModel):
-    """The options to change (those left out stay as they are); a new password."""
+    """The options to change (those left out stay as they are); a new password, or for an
+    OAuth2 account a new client (its tokens are then dropped: sign the account in again) or
+    client secret."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -95,6 +97,16 @@ class AccountUpdate(BaseModel):
     max_message_bytes: int | None = Field(default=None, ge=1024)
     password: SecretStr | None = Field(
         default=None, min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
+    )
+    oauth: OAuthClientFields | None = Field(
+        default=None, description="OAuth2 accounts: another client drops the stored tokens"
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        json_schema_extra={"writeOnly": True},
+        description="OAuth2 accounts: the client's new secret (the tokens stay)",
     )
 
     @field_validator("password")

@@ -26,13 +26,17 @@ from ops.accounts import PLAINTEXT_PORTS, AccountLimitError, insert_account, vet
 from shared.accounts import Account, AccountConfig
 from shared.crypto import SecretBox
 from shared.errors import MailintakeError
+from shared.logging import get_logger
 from shared.netpolicy import AddressRefusedError, HostNotResolvedError
+from shared.oauth.authorize import GRANT_FIELDS
+from shared.oauth.providers import OAuthClient
 from shared.store import Doc, Store, store_errors
 
 router = APIRouter(
     prefix="/accounts", tags=["accounts"], responses=responses(400, 401, 403, 404, 422)
 )
 SecretBoxDep = Annotated[SecretBox, Depends(secret_box)]
+log = get_logger("mailintake.api")
 
 
 def find_account(store: Store, tenant: str, account_id: str) -> Doc:
@@ -151,18 +155,47 @@ def update_account(
 ) -> AccountView:
     """Change an account's options (validated as a whole) and, if given, its password."""
     doc = find_account(store, tenant, account_id)
-    changes = body.model_dump(exclude_unset=True, exclude={"password"})
-    stored = AccountConfig.model_validate(doc).model_dump(exclude={"tenant_id"})
-    config = _config(tenant, {**stored, **changes})
+    changes = body.model_dump(exclude_unset=True, exclude={"password", "client_secret"})
+    stored = AccountConfig.model_validate(doc)
+    _check_auth_fields(body, stored.auth)
+    config = _config(tenant, {**stored.model_dump(exclude={"tenant_id"}), **changes})
     if "host" in changes or "port" in changes:
         _check_host(config)
     _check_group(store, config)
-    update = config.model_dump()
+    update, dropped = config.model_dump(), {}
     if body.password is not None:
         update["password_enc"] = secret_box(request).encrypt(body.password.get_secret_value())
+    if body.client_secret is not None:
+        secret = body.client_secret.get_secret_value()
+        update["oauth_client_secret_enc"] = secret_box(request).encrypt(secret)
+    if config.oauth is not None and _client(config.oauth) != _client(stored.oauth):
+        dropped = dict.fromkeys(GRANT_FIELDS, "")  # another client's tokens are no use
     with store_errors("update the account"):
-        store.accounts.update_one({"_id": account_id, "tenant_id": tenant}, {"$set": update})
+        store.accounts.update_one(
+            {"_id": account_id, "tenant_id": tenant},
+            {"$set": update, **({"$unset": dropped} if dropped else {})},
+        )
+    if dropped:
+        log.info("oauth_client_changed", tenant_id=tenant, account_id=account_id)
     return read_account(account_id, tenant, store)
+
+
+def _check_auth_fields(body: AccountUpdate, auth: str) -> None:
+    """A password for an OAuth2 account, or an OAuth2 client for a password account, is a
+    422 naming the field (the way an account logs in is chosen when it is added)."""
+    if auth == "oauth2" and body.password is not None:
+        raise _refused_field("body.password", "***", "an OAuth2 account logs in without one")
+    if auth == "password" and body.oauth is not None:
+        raise _refused_field("body.oauth", body.oauth.model_dump(), "needs auth oauth2")
+    if auth == "password" and body.client_secret is not None:
+        raise _refused_field("body.client_secret", "***", "needs auth oauth2")
+
+
+def _client(client: OAuthClient | None) -> tuple[str | None, ...]:
+    """What a grant is bound to: the provider, the client and where tokens come from."""
+    if client is None:
+        return (None,)
+    return (client.provider, client.client_id, client.token_url)
 
 
 def _set_enabled(store: Store, tenant: str, account_id: str, enabled: bool) -> AccountView:

@@ -35,6 +35,16 @@ def authorization_url(account: Account, request: AuthorizationRequest) -> str:
     )
 
 
+GRANT_FIELDS = (
+    "oauth_refresh_token_enc",
+    "oauth_access_token_enc",
+    "oauth_access_issued_at",
+    "oauth_access_expires_at",
+    "oauth_refresh_expires_at",
+    "oauth_authorized_at",
+)
+
+
 def grant_fields(grant: TokenGrant, box: SecretBox, now: datetime) -> Doc:
     """The account fields of a code's grant: tokens encrypted, their times; never in clear."""
     if grant.refresh_token is None:

@@ -16,7 +16,7 @@ import pytest
 from shared.crypto import SecretBox
 from shared.errors import PermanentError
 from shared.logging import configure_logging
-from shared.oauth import pending
+from shared.oauth import authorize, pending
 from shared.oauth.pkce import challenge_of
 from shared.settings import Settings
 from shared.store import Store
@@ -237,6 +237,79 @@ def test_an_account_with_too_many_started_authorizations_is_refused_until_one_en
         {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
     )
     start(api, headers, account_id)
+
+
+def authorized_account(api: Api, headers: dict[str, str], oauth: OAuthServer) -> str:
+    account_id = add_account(api, headers, oauth)
+    callback = consent(start(api, headers, account_id)["authorization_url"])
+    assert finish(api, headers, account_id, callback).status_code == 200
+    return account_id
+
+
+def test_a_new_client_secret_is_stored_encrypted_and_the_sign_in_kept(
+    api: Api, store: Store, oauth: OAuthServer, box: SecretBox
+) -> None:
+    headers = api.token("t-a")
+    account_id = authorized_account(api, headers, oauth)
+    before = store.accounts.find_one({"_id": account_id, "tenant_id": "t-a"})
+    changed = api.client.patch(
+        f"/accounts/{account_id}", json={"client_secret": "rotated-secret"}, headers=headers
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["oauth"]["refresh_token_stored"] and "rotated" not in changed.text
+    after = store.accounts.find_one({"_id": account_id, "tenant_id": "t-a"})
+    assert before is not None and after is not None
+    assert box.decrypt(after["oauth_client_secret_enc"]) == "rotated-secret"
+    assert after["oauth_refresh_token_enc"] == before["oauth_refresh_token_enc"]
+
+
+def test_another_client_drops_the_tokens_so_the_account_is_signed_in_again(
+    api: Api, store: Store, oauth: OAuthServer
+) -> None:
+    headers = api.token("t-a")
+    account_id = authorized_account(api, headers, oauth)
+    url = f"/accounts/{account_id}"
+    same = {**oauth_account(oauth)["oauth"], "scope": "mail offline"}  # the same client
+    kept = api.client.patch(url, json={"oauth": same}, headers=headers)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["oauth"]["scope"] == "mail offline"
+    assert kept.json()["oauth"]["refresh_token_stored"] is True
+    client = {**same, "client_id": "another-client"}
+    changed = api.client.patch(url, json={"oauth": client}, headers=headers)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["oauth"]["client_id"] == "another-client"
+    assert changed.json()["oauth"]["refresh_token_stored"] is False
+    after = store.accounts.find_one({"_id": account_id, "tenant_id": "t-a"})
+    assert after is not None and after["oauth"]["client_id"] == "another-client"
+    assert not [f for f in after if f in authorize.GRANT_FIELDS]
+    assert "oauth_client_secret_enc" in after  # the secret stays until a new one is given
+
+
+@pytest.mark.parametrize(
+    ("auth", "change", "field"),
+    [
+        ("oauth2", {"password": "a-password"}, "body.password"),
+        ("password", {"client_secret": "a-secret"}, "body.client_secret"),
+        ("password", {"oauth": {"provider": "google", "client_id": "c"}}, "body.oauth"),
+    ],
+)
+def test_secrets_of_the_other_way_to_log_in_are_refused_naming_the_field(
+    api: Api, store: Store, oauth: OAuthServer, auth: str, change: dict[str, Any], field: str
+) -> None:
+    headers = api.token("t-a")
+    if auth == "oauth2":
+        account_id = add_account(api, headers, oauth)
+    else:
+        body = {**oauth_account(oauth), "auth": "password", "password": "pw"}
+        del body["oauth"], body["client_secret"]
+        made = api.client.post("/accounts", json=body, headers=headers)
+        assert made.status_code == 201, made.text
+        account_id = made.json()["id"]
+    before = store.accounts.find_one({"_id": account_id, "tenant_id": "t-a"})
+    refused = api.client.patch(f"/accounts/{account_id}", json=change, headers=headers)
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == [field]
+    assert store.accounts.find_one({"_id": account_id, "tenant_id": "t-a"}) == before
 
 
 def test_a_state_of_another_account_is_refused_and_stays_good_for_its_own(
