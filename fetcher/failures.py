@@ -8,7 +8,7 @@ same id, so the CRM and the notifier see one kind of failed mail whichever stage
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +80,15 @@ class MessageFailures:
         for email_id in counted:
             del self.state.counts[email_id]
         if counted:
+            self._save()
+
+    def keep_only(self, email_ids: Collection[str]) -> None:
+        """Forget the counts of mail the pass will not read (deleted from the server, or
+        read elsewhere meanwhile): only mail still to be fetched keeps its count."""
+        gone = [e for e in self.state.counts if e not in email_ids]
+        for email_id in gone:
+            del self.state.counts[email_id]
+        if gone:
             self._save()
 
     def give_up(self, event: MailFetched, reason: str) -> None:

@@ -78,6 +78,8 @@ class Pop3Sync:
         taken, oversize = self._positions.taken(a.id)
         self._taken, self._oversize = taken & on_server, oversize & on_server
         new = [entry for entry in listing if entry[1] not in self._taken]
+        if new:
+            self._failures.keep_only({email_id_for_pop3(a.id, uidl) for _n, uidl, _s in new})
         group: list[FetchedMessage] = []
         used = 0
         for number, uidl, size in new:

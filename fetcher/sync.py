@@ -178,6 +178,7 @@ class ImapSync:
 
     def _load(self, mailbox: ImapMailbox, start: Position, uids: Sequence[int]) -> SyncResult:
         a = self.account
+        self._failures.keep_only({self._id(start.uidvalidity, u) for u in uids})
         done = self._positions.begin_progress(a.id, remaining=len(uids), now=self._clock())
         fetched = duplicates = 0
         for first in range(0, len(uids), self._batch):

@@ -20,7 +20,7 @@ from fetcher.guard import BoundedReader, ReadLimits, ResponseLimitError
 from fetcher.pop3sync import Pop3Sync
 from fetcher.ports import FetchedMessage, MessageMeta
 from shared.accounts import Account
-from shared.contracts import MailFetched, MailSkipped, email_id_for_imap
+from shared.contracts import MailFetched, MailSkipped, email_id_for_imap, email_id_for_pop3
 from shared.errors import MailboxUnavailableError
 from tests.fakes import FakeBlobStore
 from tests.unit.test_fetcher_sync import (
@@ -116,6 +116,17 @@ def test_a_connection_lost_in_a_fetch_finds_the_message_at_fault_one_by_one() ->
     assert w.positions.positions["INBOX"].last_uid == 5
 
 
+def test_the_count_of_a_failing_message_deleted_from_the_server_is_forgotten() -> None:
+    box = FakeImapMailbox([mail(u) for u in range(1, 6)], refused={3})
+    acc, w = account(initial_sync="all"), World()
+    assert run_passes(w, acc, box, 1) == ["fetch_refused"]
+    assert w.failure_store.saved.counts == {email_id_for_imap(acc.id, "INBOX", 7, 3): 1}
+    box.messages = [m for m in box.messages if m["uid"] != 3]  # deleted by someone else
+    assert run_passes(w, acc, box, 1) == []
+    assert w.failure_store.saved.counts == {} and failed_docs(w) == []
+    assert w.positions.positions["INBOX"].last_uid == 5
+
+
 @dataclass
 class FailingPop3(FakePop3):
     failing: set[str] = field(default_factory=set)
@@ -155,6 +166,16 @@ def test_pop3_a_message_failing_every_attempt_is_taken_as_failed() -> None:
     assert fetched == ["a", "c"]
     assert [d["mailbox"]["uidl"] for d in w.failed_mail.documents.values()] == ["b"]
     assert pos.taken_ == {"a", "b", "c"}
+
+
+def test_pop3_the_count_of_a_failing_message_deleted_from_the_server_is_forgotten() -> None:
+    acc, w, pos = account(protocol="pop3"), World(), FakePop3Positions()
+    box = FailingPop3([(1, "a", 10), (2, "b", 10), (3, "c", 10)], failing={"b"})
+    assert pop3_passes(w, acc, pos, box, 1) == 1
+    assert w.failure_store.saved.counts == {email_id_for_pop3(acc.id, "b"): 1}
+    box.listing_ = [(1, "a", 10), (2, "c", 10)]  # "b" deleted by someone else
+    assert pop3_passes(w, acc, pos, box, 1) == 0
+    assert w.failure_store.saved.counts == {} and pos.taken_ == {"a", "c"}
 
 
 @dataclass
