@@ -96,26 +96,50 @@ def dead_letter_queue(ctx: Context, name: str) -> str:
     return dlq
 
 
-@contextmanager
-def taken(ctx: Context, dlq: str, limit: int | None = None) -> Iterator[Iterator[DeadLetter]]:
-    """The DLQ's messages, held unacked; whatever is not acked goes back, in order, at the end.
+RETURN_WAIT_SECONDS = 5.0
 
-    Bounded by the depth at the start, so messages dead-lettered meanwhile are not taken.
-    """
-    depth, _consumers = ctx.broker.queue_counts(dlq)
-    count = depth if limit is None else min(depth, limit)
 
-    def messages() -> Iterator[DeadLetter]:
-        for _ in range(count):
-            got = ctx.broker.get(dlq)
+class Held:
+    """The DLQ's messages taken so far (unacked); `ack` settles one for good."""
+
+    def __init__(self, ctx: Context, dlq: str, count: int) -> None:
+        self._ctx, self._dlq, self._count = ctx, dlq, count
+        self.acked = 0
+
+    def __iter__(self) -> Iterator[DeadLetter]:
+        for _ in range(self._count):
+            got = self._ctx.broker.get(self._dlq)
             if got is None:
                 return
             yield DeadLetter(*got)
 
+    def ack(self, d: DeadLetter) -> None:
+        self._ctx.broker.ack(d.delivery_tag)
+        self.acked += 1
+
+
+@contextmanager
+def taken(ctx: Context, dlq: str, limit: int | None = None) -> Iterator[Held]:
+    """The DLQ's messages, held unacked; whatever is not acked goes back, in order, at the end.
+
+    Bounded by the depth at the start, so messages dead-lettered meanwhile are not taken. A
+    quorum queue takes back what was held a moment after it is given back: the end waits
+    (RETURN_WAIT_SECONDS at most) until the queue counts it again, so that the next command
+    (a purge above all) sees every message.
+    """
+    depth, _consumers = ctx.broker.queue_counts(dlq)
+    held = Held(ctx, dlq, depth if limit is None else min(depth, limit))
     try:
-        yield messages()
+        yield held
     finally:
         ctx.broker.requeue_all()
+        _wait_returned(ctx, dlq, depth - held.acked)
+
+
+def _wait_returned(ctx: Context, dlq: str, expected: int) -> None:
+    deadline = time.monotonic() + RETURN_WAIT_SECONDS
+    while ctx.broker.queue_counts(dlq)[0] < expected and time.monotonic() < deadline:
+        time.sleep(0.02)  # another reader of the DLQ may hold some: never longer than this
 
 
 def _selector(args: argparse.Namespace) -> Callable[[DeadLetter], bool]:
@@ -194,7 +218,7 @@ def replay(
                     continue
                 if not dry_run:
                     ctx.broker.publish([d.replay_copy(work_queue, datetime.now(UTC), by)])
-                    ctx.broker.ack(d.delivery_tag)  # only now: the copy is confirmed
+                    messages.ack(d)  # only now: the copy is confirmed
                 each(d)
                 done.append(d.id)
     finally:

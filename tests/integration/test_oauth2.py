@@ -240,8 +240,9 @@ def test_a_refused_cached_token_is_refreshed_once_and_the_login_retried(
     wait_until(lambda: broker.queue_counts(queue)[0] == 1, timeout=15, what="the mail")
     assert oauth.state.grants == ["refresh_token"]
     assert oauth.state.introspected[:2] == [False, True]
-    state = account_doc(store, account)["state"]
-    assert state["status"] == "ok"
+    wait_until(  # the pass's state is saved once its mail is published and remembered
+        lambda: account_doc(store, account)["state"]["status"] == "ok", 15, "the account ok"
+    )
 
 
 def test_a_revoked_refresh_token_is_an_account_error_with_one_notice(
