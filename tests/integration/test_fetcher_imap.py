@@ -326,7 +326,7 @@ def test_idle_delivers_new_mail_long_before_the_poll_interval(
     wait_until(lambda: broker.queue_counts(queue)[0] == 1, timeout=10, what="the IDLE push")
     assert "\\Seen" not in mailbox.flags()[0]
     assert len(bind_published(broker, store)) == 1
-    wait_until(lambda: "\\Seen" in mailbox.flags()[0], timeout=5, what="marked read once loaded")
+    wait_until(lambda: "\\Seen" in mailbox.flags()[0], timeout=15, what="marked read once loaded")
 
 
 def test_wrong_password_is_an_error_with_one_account_failed(
@@ -367,7 +367,7 @@ def test_disabling_an_account_releases_its_lease(
     account = add_account(store, settings, mailbox)
     wait_until(lambda: account.id in supervisor.runners, timeout=10, what="the lease")
     store.accounts.update_one({"_id": account.id}, {"$set": {"enabled": False}})
-    wait_until(lambda: account.id not in supervisor.runners, timeout=3, what="the stop")
+    wait_until(lambda: account.id not in supervisor.runners, timeout=10, what="the stop")
 
 
 def test_a_changed_password_restarts_the_account_with_it(

@@ -66,15 +66,18 @@ def test_the_fetcher_is_ready_and_exports_each_accounts_state_lag_and_backlog(
     assert get(port, "/healthz") == (200, "ok\n")
     ok = f'mailintake_account_state{{account="{account.id}",state="ok"}}'
 
-    def account_ok() -> bool:
-        return ok in (raw := get(port, "/metrics")[1]) and sample(ok, raw) == 1.0
+    fetched = f'mailintake_mails_fetched_total{{account="{account.id}"}}'
 
-    wait_until(account_ok, 30, "the account ok", fetcher.logs)
+    def account_ok() -> bool:  # the state is saved a moment before the fetch is counted
+        raw = get(port, "/metrics")[1]
+        return ok in raw and fetched in raw and sample(ok, raw) == sample(fetched, raw) == 1.0
+
+    wait_until(account_ok, 30, "the account ok and its mail counted", fetcher.logs)
 
     scrape = get(port, "/metrics")[1]
     assert sample(ok, scrape) == 1.0
     assert sample(f'mailintake_account_state{{account="{account.id}",state="error"}}', scrape) == 0
-    assert sample(f'mailintake_mails_fetched_total{{account="{account.id}"}}', scrape) == 1.0
+    assert sample(fetched, scrape) == 1.0
     assert sample(f'mailintake_account_fetch_lag_seconds{{account="{account.id}"}}', scrape) < 60
     assert sample(f'mailintake_account_backlog{{account="{account.id}"}}', scrape) == 0.0
     assert SENDER not in scrape and "@" not in scrape and mailbox.user not in scrape
