@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -16,6 +16,11 @@ from shared.accounts import (
     status_row,
 )
 from shared.oauth.providers import ProviderName
+
+# A secret the client writes and never reads back (passwords, client secrets).
+WriteOnlySecret = Annotated[
+    SecretStr | None, Field(min_length=1, max_length=4096, json_schema_extra={"writeOnly": True})
+]
 
 
 class AccountOptions(AccountFields):
@@ -46,20 +51,10 @@ class AccountCreate(AccountOptions):
     signed in with `POST /accounts/{id}/oauth2/start` and `…/finish`."""
 
     auth: AuthMode = "password"
-    password: SecretStr | None = Field(
-        default=None,
-        min_length=1,
-        max_length=4096,
-        json_schema_extra={"writeOnly": True},
-        description="needed unless auth is oauth2",
-    )
+    password: WriteOnlySecret = Field(default=None, description="needed unless auth is oauth2")
     oauth: OAuthClientFields | None = Field(default=None, description="needed with auth oauth2")
-    client_secret: SecretStr | None = Field(
-        default=None,
-        min_length=1,
-        max_length=4096,
-        json_schema_extra={"writeOnly": True},
-        description="the OAuth2 client's secret (public clients have none)",
+    client_secret: WriteOnlySecret = Field(
+        default=None, description="the OAuth2 client's secret (public clients have none)"
     )
 
     @field_validator("password")
@@ -95,18 +90,12 @@ class AccountUpdate(BaseModel):
     initial_sync: InitialSync | None = None
     poll_interval: float | None = Field(default=None, ge=1, le=86_400)
     max_message_bytes: int | None = Field(default=None, ge=1024)
-    password: SecretStr | None = Field(
-        default=None, min_length=1, max_length=4096, json_schema_extra={"writeOnly": True}
-    )
+    password: WriteOnlySecret = None
     oauth: OAuthClientFields | None = Field(
         default=None, description="OAuth2 accounts: another client drops the stored tokens"
     )
-    client_secret: SecretStr | None = Field(
-        default=None,
-        min_length=1,
-        max_length=4096,
-        json_schema_extra={"writeOnly": True},
-        description="OAuth2 accounts: the client's new secret (the tokens stay)",
+    client_secret: WriteOnlySecret = Field(
+        default=None, description="OAuth2 accounts: the client's new secret (the tokens stay)"
     )
 
     @field_validator("password")
