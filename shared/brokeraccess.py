@@ -7,11 +7,14 @@ system Python) and the deploy set-up job read the same rules:
     python -m shared.brokeraccess topic-rules [NS]  # the topic rules, one user and exchange a line
     python -m shared.brokeraccess apply             # users and rules through the management API
 
-The permission patterns fit any namespace (`<namespace>.binder.in`, ...), so that a test's
-namespace is held to the same rules as production's; the virtual host is what separates two
-deployments. Topic rules (which routing keys a user may publish) are RabbitMQ's per exchange
+`apply` (the set-up job of compose and k8s) grants each user its rules on one namespace's
+exchanges and queues only (MAILINTAKE_NAMESPACE): a stage user cannot reach another namespace
+of the same virtual host. `rules` (the local set-up) gives patterns that fit any namespace
+(`<namespace>.binder.in`, ...), so that each test's namespace is held to the same rules as
+production's. Topic rules (which routing keys a user may publish) are RabbitMQ's per exchange
 *name*: they are granted per namespace, on its events and its failures exchange; an exchange
-without them lets any user that may write to it publish any routing key.
+without them lets any user that may write to it publish any routing key, which is why `apply`
+pins the rest to the namespace.
 
 No stage may write to the default exchange (`amq.default`): it reaches every queue by its
 name. A stage sends its failures through the failures exchange, whose topic rules name its own
@@ -33,15 +36,8 @@ from dataclasses import dataclass
 from shared.topology import STAGE_BINDINGS, Topology
 
 # A namespace as Settings allows it (`^[a-z][a-z0-9_.-]{0,40}$`).
-_NS = r"[a-z][a-z0-9_.-]*"
+ANY_NAMESPACE = r"[a-z][a-z0-9_.-]*"
 NOTHING = "^$"
-EVENTS = rf"^{_NS}\.events$"
-FAILURES = rf"^{_NS}\.failures$"
-ANY_QUEUE = rf"{_NS}\.({'|'.join(STAGE_BINDINGS)})\.in(\.retry|\.dlq)?"
-
-
-def _queues(*stages: str) -> str:
-    return rf"{_NS}\.({'|'.join(stages)})\.in"
 
 
 def _keys(*keys: str) -> str:
@@ -73,50 +69,61 @@ class BrokerUser:
         return f"MAILINTAKE_AMQP_URL_{self.role.upper()}"
 
 
-def _consumer(stage: str, *publishes: str, queues: tuple[str, ...] = ()) -> BrokerUser:
-    """A consuming stage: reads its own queues, publishes `publishes` on the events exchange
-    and sends its failures to its own `.retry`/`.dlq` through the failures exchange."""
-    return BrokerUser(
-        role=stage,
-        configure=NOTHING,
-        write=rf"^({EVENTS[1:-1]}|{FAILURES[1:-1]})$",
-        read=rf"^{_queues(*(queues or (stage,)))}$",
-        topic_write=_keys(*publishes),
-        failures_of=queues or (stage,),
+def users(namespace: str | None = None) -> tuple[BrokerUser, ...]:
+    """Every user and its rules: on `namespace`'s exchanges and queues only, or (None) on those
+    of any namespace."""
+    ns = ANY_NAMESPACE if namespace is None else re.escape(namespace)
+    events, failures = rf"{ns}\.events", rf"{ns}\.failures"
+    any_queue = rf"{ns}\.({'|'.join(STAGE_BINDINGS)})\.in(\.retry|\.dlq)?"
+
+    def consumer(stage: str, *publishes: str, queues: tuple[str, ...] = ()) -> BrokerUser:
+        """A consuming stage: reads its own queues, publishes `publishes` on the events
+        exchange and sends its failures to its own `.retry`/`.dlq` (failures exchange)."""
+        return BrokerUser(
+            role=stage,
+            configure=NOTHING,
+            write=rf"^({events}|{failures})$",
+            read=rf"^{ns}\.({'|'.join(queues or (stage,))})\.in$",
+            topic_write=_keys(*publishes),
+            failures_of=queues or (stage,),
+        )
+
+    # Who declares the topology: the operator (`python -m shared.brokeraccess apply`, or any
+    # process run as a user with `configure`). A stage without `configure` finds it declared.
+    return (
+        BrokerUser(
+            role="fetcher",
+            configure=NOTHING,
+            write=rf"^{events}$",
+            read=NOTHING,
+            topic_write=_keys(r"mail\.fetched\..+", r"account\.failed", r"account\.warning"),
+        ),
+        consumer("binder", r"mail\.bound", r"mail\.routed", r"mail\.skipped"),
+        consumer("assigner", r"mail\.routed"),
+        # The webhook worker runs in the notifier's process: one user for both queues.
+        consumer("notifier", r"notification\.created", queues=("notifier", "webhook")),
+        BrokerUser(
+            role="operator",
+            configure=rf"^({events}|{failures}|{any_queue})$",
+            # amq.default: the default ("") exchange, through which dead letters are replayed
+            write=rf"^({events}|{any_queue}|amq\.default)$",
+            read=rf"^({events}|{failures}|{any_queue})$",
+            topic_write=NOTHING,
+            topic_read=".*",
+            tags="management",
+        ),
+        # What reads queue lengths from the management API (KEDA): nothing on AMQP.
+        BrokerUser(
+            role="monitor", configure=NOTHING, write=NOTHING, read=NOTHING, tags="monitoring"
+        ),
     )
 
 
-# Who declares the topology: the operator (`python -m shared.brokeraccess apply`, or any
-# process run as a user with `configure`). A stage without `configure` finds it declared.
-USERS: tuple[BrokerUser, ...] = (
-    BrokerUser(
-        role="fetcher",
-        configure=NOTHING,
-        write=EVENTS,
-        read=NOTHING,
-        topic_write=_keys(r"mail\.fetched\..+", r"account\.failed", r"account\.warning"),
-    ),
-    _consumer("binder", r"mail\.bound", r"mail\.routed", r"mail\.skipped"),
-    _consumer("assigner", r"mail\.routed"),
-    # The webhook worker runs in the notifier's process: one user for both queues.
-    _consumer("notifier", r"notification\.created", queues=("notifier", "webhook")),
-    BrokerUser(
-        role="operator",
-        configure=rf"^({EVENTS[1:-1]}|{FAILURES[1:-1]}|{ANY_QUEUE})$",
-        # amq.default: the default ("") exchange, through which dead letters are replayed
-        write=rf"^({EVENTS[1:-1]}|{ANY_QUEUE}|amq\.default)$",
-        read=rf"^({EVENTS[1:-1]}|{FAILURES[1:-1]}|{ANY_QUEUE})$",
-        topic_write=NOTHING,
-        topic_read=".*",
-        tags="management",
-    ),
-    # What reads queue lengths from the management API (KEDA): nothing on AMQP.
-    BrokerUser(role="monitor", configure=NOTHING, write=NOTHING, read=NOTHING, tags="monitoring"),
-)
+USERS = users()
 
 
-def user(role: str) -> BrokerUser:
-    for u in USERS:
+def user(role: str, namespace: str | None = None) -> BrokerUser:
+    for u in users(namespace):
         if u.role == role:
             return u
     raise ValueError(f"unknown broker role {role!r}; one of {', '.join(u.role for u in USERS)}")
@@ -167,12 +174,12 @@ def apply(
     vhost: str = "/",
     prefix: str = "mailintake",
 ) -> list[str]:
-    """Create or update the users of `passwords` (role -> password) and their rules (the topic
-    rules on `namespace`'s exchanges) through the RabbitMQ management API at `management_url`
-    (an administrator's); the user names."""
+    """Create or update the users of `passwords` (role -> password) and their rules, on
+    `namespace`'s exchanges and queues only (and its topic rules), through the RabbitMQ
+    management API at `management_url` (an administrator's); the user names."""
     done = []
     for role, password in passwords.items():
-        u, name = user(role), user_name(role, prefix)
+        u, name = user(role, namespace), user_name(role, prefix)
         _put(management_url, f"users/{_q(name)}", {"password": password, "tags": u.tags})
         rules = {"configure": u.configure, "write": u.write, "read": u.read}
         _put(management_url, f"permissions/{_q(vhost)}/{_q(name)}", rules)

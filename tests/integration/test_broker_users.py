@@ -333,6 +333,50 @@ def test_the_set_up_job_grants_the_same_rules_through_the_management_api(broker:
             _delete_user(admin, name)
 
 
+def test_the_set_up_job_holds_its_users_to_their_own_namespace(
+    broker: Broker, amqp_url: str
+) -> None:
+    """Another namespace in the same virtual host, whose exchanges carry no topic rules for
+    these users, is refused to them as a whole."""
+    admin = os.environ.get("MAILINTAKE_RABBITMQ_MANAGEMENT_URL")
+    if not admin:
+        missing("RabbitMQ's management API", "MAILINTAKE_RABBITMQ_MANAGEMENT_URL is not set")
+    assert admin is not None
+    other = Topology(f"t{uuid.uuid4().hex[:10]}", delivery_limit=3)
+    declaring = Broker(amqp_url, other)
+    declaring.connect()
+    declaring.declare()
+    prefix, password = f"{broker.topology.namespace}-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    roles = {"binder": password, "fetcher": password}
+    names = apply(admin, roles, namespace=broker.topology.namespace, prefix=prefix)
+    try:
+        parts = urlsplit(role_url("binder"))
+        own = {}
+        for role, name in zip(roles, names, strict=True):
+            url = parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port}")
+            own[role] = url.geturl()
+        fetcher = Broker(own["fetcher"], broker.topology)
+        assert refusal(publish(fetcher, "mail.fetched.acc-1")) is None  # its own namespace
+        fetcher.close()
+        elsewhere = Broker(own["fetcher"], other)
+        assert refusal(publish(elsewhere, "mail.fetched.acc-1")) is not None
+        elsewhere.close()
+        binder = Broker(own["binder"], other)
+        assert refusal(take(binder, "binder.in")) is not None
+        retry, _ = other.failure_queues("binder")
+        assert refusal(publish(binder, retry, exchange=other.failures_exchange)) is not None
+        binder.close()
+    finally:
+        for name in names:
+            _delete_user(admin, name)
+        declaring.connect()
+        for queue in other.all_queues():
+            declaring.channel.queue_delete(queue)
+        declaring.channel.exchange_delete(other.exchange)
+        declaring.channel.exchange_delete(other.failures_exchange)
+        declaring.close()
+
+
 def _delete_user(management_url: str, name: str) -> None:
     parts = urlsplit(management_url)
     request = urllib.request.Request(

@@ -54,3 +54,21 @@ def test_every_user_has_topic_rules_on_both_exchanges() -> None:
     assert {(name, exchange) for name, exchange, *_ in lines} == {
         (f"mailintake-{u.role}", e) for u in USERS for e in ("ns.events", "ns.failures")
     }
+
+
+@pytest.mark.parametrize("role", ["fetcher", *STAGES, "operator"])
+def test_rules_for_one_namespace_reach_its_exchanges_and_queues_only(role: str) -> None:
+    pinned, anywhere = user(role, "mailintake"), user(role)
+    names = [
+        f"{ns}.{part}"
+        for ns in ("mailintake", "mailintake.eu", "other")
+        for part in ("events", "failures", "binder.in", "notifier.in.dlq")
+    ]
+    for kind in ("configure", "write", "read"):
+        allowed = [n for n in names if re.fullmatch(getattr(pinned, kind), n)]
+        assert not [n for n in allowed if n.startswith(("other.", "mailintake.eu."))]
+        # within its namespace it may do what the rules for every namespace allow there
+        mine = [
+            n for n in names if n.startswith("mailintake.") and not n.startswith("mailintake.eu")
+        ]
+        assert allowed == [n for n in mine if re.fullmatch(getattr(anywhere, kind), n)]
