@@ -130,8 +130,11 @@ def load(
         emails = run.store.emails
         recorded = emails.count_documents({"tenant_id": run.tenant})
         failed = emails.count_documents({"tenant_id": run.tenant, "status": "failed"})
+        large = {"tenant_id": run.tenant, "subject": {"$regex": "^Large "}}
+        large_bound = emails.count_documents({**large, "status": "bound"})
         return {"seconds": seconds, "complete": complete, "recorded": recorded,
-                "failed": failed, "alive": alive, "usage": usage}  # fmt: skip
+                "failed": failed, "large_bound": large_bound, "alive": alive,
+                "usage": usage}  # fmt: skip
     finally:
         run.close()
 
@@ -185,7 +188,8 @@ def main() -> None:
     ]
     title = (
         f"{args.large} x {args.large_mib} MiB + {args.small} small mails: "
-        f"{result['recorded']}/{total} recorded ({result['failed']} failed) in "
+        f"{result['recorded']}/{total} recorded ({result['failed']} failed, "
+        f"{result['large_bound']}/{args.large} large ones bound) in "
         f"{result['seconds']:.0f} s{'' if result['complete'] else ' (INCOMPLETE)'}; "
         f"max_message_bytes {limit // MiB} MiB"
     )
