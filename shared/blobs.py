@@ -18,10 +18,12 @@ from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError
 
 from shared.errors import TransientError
-from shared.store import (
+from shared.store import (  # the crash hook's two halves: a put is a bulk write too
     DUPLICATE_KEY,
     Doc,
     Store,
+    _crash_mid_write,
+    _die,
     insert_many_or_ignore,
     insert_or_ignore,
     store_errors,
@@ -99,7 +101,11 @@ class GridFsBlobStore:
         chunks are copied (and encoded) at a time, never the whole of `data`."""
         view = memoryview(data)
         count = -(-len(view) // CHUNK_SIZE)
-        for first in range(0, count, GROUP_CHUNKS):
+        groups = range(0, count, GROUP_CHUNKS)
+        crash_at = _crash_mid_write(self._chunks, len(groups))  # the fault suite's test hook
+        for number, first in enumerate(groups):
+            if number == crash_at:
+                _die()
             group = [
                 {
                     "files_id": key,

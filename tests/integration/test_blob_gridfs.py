@@ -1,12 +1,15 @@
 """Large blobs in GridFS, written and read a few chunks at a time by the GridFS spec: pymongo's
-own GridFS reads them, a write that died is redone whole, a stored key is kept, another
-tenant's file of the key is never touched."""
+own GridFS reads them, a write that died (or was killed) is redone whole, a stored key is kept,
+another tenant's file of the key is never touched."""
 
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import gridfs
@@ -16,7 +19,9 @@ from pymongo import MongoClient, monitoring
 import shared.store
 from shared.blobs import CHUNK_SIZE, GROUP_CHUNKS, INLINE_LIMIT, CorruptBlobError, GridFsBlobStore
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import CRASH_MID_WRITE_ENV, Store
+from tests.conftest import settings_env
+from tests.services import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +176,32 @@ def test_a_file_with_a_chunk_missing_is_refused_naming_the_blob(store: Store) ->
     store.db["rawmail.chunks"].delete_one({"files_id": KEY, "n": 5})
     with pytest.raises(CorruptBlobError, match=f"blob {KEY}: chunk 5 is missing"):
         blobs.get_own("t", KEY)
+
+
+def test_a_put_killed_half_way_leaves_no_file_and_the_next_put_stores_it_whole(
+    store: Store, settings: Settings, tmp_path: Path
+) -> None:
+    """The fault suite's crash hook: the process dies by SIGKILL after the first half of a
+    put's chunk inserts; readers find no blob, and the put run again stores it whole."""
+    program = (
+        "from shared.blobs import GridFsBlobStore\n"
+        "from shared.store import Store\n"
+        "from tests.integration.test_blob_gridfs import KEY, MAIL, big_blob\n"
+        f"store = Store({settings.mongo_url.get_secret_value()!r}, {settings.mongo_database!r})\n"
+        "GridFsBlobStore(store).put(KEY, big_blob(), tenant_id='t', content_type=MAIL)\n"
+    )
+    env = settings_env(settings) | {CRASH_MID_WRITE_ENV: f"rawmail.chunks:{tmp_path / 'crashed'}"}
+
+    def run() -> int:
+        return subprocess.run([sys.executable, "-c", program], env=env, cwd=REPO).returncode
+
+    data = big_blob()
+    assert run() == -9
+    assert store.db["rawmail.chunks"].count_documents({"files_id": KEY}) == GROUP_CHUNKS
+    assert store.db["rawmail.files"].find_one({"_id": KEY}) is None
+    with pytest.raises(KeyError, match=KEY):
+        GridFsBlobStore(store).get_own("t", KEY)
+    assert run() == 0
+    chunks = store.db["rawmail.chunks"].find({"files_id": KEY}, sort=[("n", 1)])
+    assert [c["n"] for c in chunks] == list(range(chunk_count(data)))
+    assert gridfs.GridFS(store.db, collection="rawmail").get(KEY).read() == data
