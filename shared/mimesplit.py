@@ -38,8 +38,8 @@ def parse_text(text: str, policy: Policy) -> Message | None:
     """`Parser(policy=policy).parsestr(text)`, or None if it must make that call itself.
 
     The text is read where it lies (by offsets): only a leaf part's body is copied out of it,
-    as its payload, so a large mail is held about twice (the text and its parts), not once
-    more per level of nesting.
+    as its payload, so a large mail is held about twice (the text and its leaf parts' bodies),
+    not once more per level of nesting.
     """
     if "\r" in text and _BARE_CR.search(text):
         return None
@@ -70,7 +70,6 @@ def _message(
         if part:
             msg.epilogue = _without_eol(msg.epilogue) if msg.epilogue else None
     else:
-        # As stored: get_payload() would decode 8-bit text, and parse fields out of order.
         stop = end - _eol_length(text, body_start, end) if part else end
         msg.set_payload(text[body_start:stop])
     return msg
