@@ -5,6 +5,7 @@ import binascii
 import codecs
 import functools
 import html
+import io
 import quopri
 import re
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ _MAX_ID_CHARS = 998
 _OCTET_STREAM = "application/octet-stream"
 _MAX_DECODED_FIELD = 16_384  # header characters decoded as text; far more than is kept
 _MAX_LEGACY_FIELD = 8_192  # compat32's parameter parser is quadratic in quoted semicolons
+B64_BLOCK_CHARS = 4 * 1024 * 1024  # a longer base64 body is decoded this much at a time
 
 # Names mail software writes that Python's codecs do not know, or know only as a narrower
 # charset than the one senders really use. An empty value means "says nothing": guess instead.
@@ -420,14 +422,36 @@ def _decoded_payload(part: Message) -> object:
         and payload.isascii()
         and str(part.get("content-transfer-encoding", "")).lower() == "base64"
     ):
-        data = payload.encode("ascii")
-        pad = data.find(b"=")
-        if pad == -1 or not data[pad:].strip(b"=\r\n"):
+        pad = payload.find("=")
+        if pad == -1 or not payload[pad:].strip("=\r\n"):
             try:
-                return pybase64.b64decode(data, validate=False)
+                return b64_in_blocks(payload) or pybase64.b64decode(
+                    payload.encode("ascii"), validate=False
+                )
             except (binascii.Error, ValueError):
                 pass
     return part.get_payload(decode=True)
+
+
+def b64_in_blocks(text: str, block: int = B64_BLOCK_CHARS) -> bytes | None:
+    """A base64 body of more than `block` characters decoded a block of lines at a time, so
+    that only one block is encoded besides the body and its bytes; None (decode it whole)
+    when it is shorter, or a block holds anything but whole quanta of the alphabet."""
+    if len(text) <= block:
+        return None
+    out = io.BytesIO()
+    start = 0
+    while (stop := text.find("\n", start + block) + 1) > 0:
+        letters = text[start:stop].encode("ascii").translate(None, b"\r\n")
+        if len(letters) % 4:
+            return None
+        try:
+            out.write(pybase64.b64decode(letters, validate=True))
+        except (binascii.Error, ValueError):
+            return None
+        start = stop
+    out.write(pybase64.b64decode(text[start:].encode("ascii"), validate=False))
+    return out.getvalue()
 
 
 def _serialized(part: Message) -> bytes:

@@ -35,22 +35,30 @@ def parse_bytes(raw: bytes, policy: Policy) -> Message | None:
 
 
 def parse_text(text: str, policy: Policy) -> Message | None:
-    """`Parser(policy=policy).parsestr(text)`, or None if it must make that call itself."""
+    """`Parser(policy=policy).parsestr(text)`, or None if it must make that call itself.
+
+    The text is read where it lies (by offsets): only a leaf part's body is copied out of it,
+    as its payload, so a large mail is held about twice (the text and its leaf parts' bodies),
+    not once more per level of nesting.
+    """
     if "\r" in text and _BARE_CR.search(text):
         return None
     try:
-        return _message(text, policy, 0)
+        return _message(text, 0, len(text), policy, 0)
     except _NotSimpleError:
         return None
 
 
-def _message(text: str, policy: Policy, depth: int) -> Message:
+def _message(
+    text: str, start: int, end: int, policy: Policy, depth: int, *, part: bool = False
+) -> Message:
+    """The message in text[start:end]; a `part` of a multipart less the newline before the
+    next delimiter, which belongs to the delimiter (RFC 2046)."""
     if depth > _MAX_DEPTH:
         raise _NotSimpleError
     factory = policy.message_factory or Message
     msg: Message = factory(policy=policy)
-    body_start = _read_headers(msg, text, policy)
-    body = text[body_start:]
+    body_start = _read_headers(msg, text, start, end, policy)
     ctype = msg.get_content_type()
     maintype = ctype.partition("/")[0]  # get_content_maintype, without reading the field again
     if ctype == "message/delivery-status" or maintype == "message":
@@ -58,24 +66,28 @@ def _message(text: str, policy: Policy, depth: int) -> Message:
     if maintype == "multipart":
         if ctype == "multipart/digest":
             raise _NotSimpleError  # its parts default to message/rfc822
-        _read_parts(msg, body, policy, depth)
+        _read_parts(msg, text, body_start, end, policy, depth)
+        if part:
+            msg.epilogue = _without_eol(msg.epilogue) if msg.epilogue else None
     else:
-        msg.set_payload(body)
+        stop = end - _eol_length(text, body_start, end) if part else end
+        msg.set_payload(text[body_start:stop])
     return msg
 
 
-def _read_headers(msg: Message, text: str, policy: Policy) -> int:
-    """Set the header block's fields on `msg`; return where its body starts (after the blank
-    line). A block not ended by a blank line, or with a Unix From line but first, is not simple.
+def _read_headers(msg: Message, text: str, start: int, end: int, policy: Policy) -> int:
+    """Set the fields of the header block at text[start:end] on `msg`; return where its body
+    starts (after the blank line). A block not ended by a blank line, or with a Unix From
+    line but first, is not simple.
     """
     lines: list[str] = []
-    pos = 0
+    pos = start
     while True:
-        end = text.find("\n", pos)
-        if end < 0:
+        eol = text.find("\n", pos, end)
+        if eol < 0:
             raise _NotSimpleError  # the fields run to the end of the text
-        line = text[pos : end + 1]
-        pos = end + 1
+        line = text[pos : eol + 1]
+        pos = eol + 1
         if line in ("\n", "\r\n"):
             break
         if not _HEADER_LINE.match(line) or (line.startswith("From ") and lines):
@@ -109,46 +121,47 @@ def _set_fields(msg: Message, lines: list[str], policy: Policy) -> None:
         msg.set_raw(*policy.header_source_parse(value))
 
 
-def _read_parts(msg: Message, body: str, policy: Policy, depth: int) -> None:
-    """A multipart's preamble, parts and epilogue, as the stdlib cuts them."""
+def _read_parts(msg: Message, text: str, start: int, end: int, policy: Policy, depth: int) -> None:
+    """A multipart's preamble, parts and epilogue, as the stdlib cuts its body text[start:end]."""
     boundary = msg.get_boundary()
     if boundary is None or "\n" in boundary or "\r" in boundary:
         raise _NotSimpleError
     if str(msg.get("content-transfer-encoding", "8bit")).lower() not in _MULTIPART_CTE:
         policy.handle_defect(msg, errors.InvalidMultipartContentTransferEncodingDefect())
-    delimiters = _Delimiters(body, boundary)
-    found = delimiters.next(0)
+    delimiters = _Delimiters(text, end, boundary)
+    found = delimiters.next(start)
     if found is None or found[1]:
         raise _NotSimpleError  # no start boundary
-    if found[0]:
-        msg.preamble = _without_eol(body[: found[0]])
+    if found[0] > start:
+        msg.preamble = _without_eol(text[start : found[0]])
     while True:
-        start = found[2]
-        following = delimiters.next(start)
-        if following is None or following[0] == start:
+        part_start = found[2]
+        following = delimiters.next(part_start)
+        if following is None or following[0] == part_start:
             raise _NotSimpleError  # no close boundary, or two delimiters in a row
-        part = _message(body[start : following[0]], policy, depth + 1)
-        _drop_last_eol(part)
-        msg.attach(part)
+        msg.attach(_message(text, part_start, following[0], policy, depth + 1, part=True))
         found = following
         if found[1]:
             break
-    msg.epilogue = body[found[2] :]
+    msg.epilogue = text[found[2] : end]
 
 
 class _Delimiters:
-    """The lines of a body that are its delimiter (`--boundary`) or close delimiter."""
+    """The lines of a body (in `text`, up to `end`) that are its delimiter (`--boundary`) or
+    close delimiter."""
 
-    def __init__(self, body: str, boundary: str) -> None:
-        self._body = body
+    def __init__(self, text: str, end: int, boundary: str) -> None:
+        self._text = text
+        self._end = end
         self._dashes = "--" + boundary
 
     def next(self, pos: int) -> tuple[int, bool, int] | None:
         """The first delimiter line from `pos` (a line start) on: where it starts, whether it
         closes, and where the line after it starts."""
-        at = pos if self._body.startswith(self._dashes, pos) else self._line_from(pos)
+        dashes = self._dashes
+        at = pos if self._text.startswith(dashes, pos, self._end) else self._line_from(pos)
         while at >= 0:
-            tail = _DELIMITER_TAIL.match(self._body, at + len(self._dashes))
+            tail = _DELIMITER_TAIL.match(self._text, at + len(dashes), self._end)
             if tail is not None:
                 return at, tail.group(1) is not None, tail.end()
             at = self._line_from(at)
@@ -156,19 +169,15 @@ class _Delimiters:
 
     def _line_from(self, pos: int) -> int:
         """The start of the next line after `pos` that begins with `--boundary`, or -1."""
-        found = self._body.find("\n" + self._dashes, pos)
+        found = self._text.find("\n" + self._dashes, pos, self._end)
         return found + 1 if found >= 0 else -1
 
 
-def _drop_last_eol(part: Message) -> None:
-    """The newline before a delimiter belongs to the delimiter (RFC 2046)."""
-    if part.is_multipart():
-        part.epilogue = _without_eol(part.epilogue) if part.epilogue else None
-        return
-    # As stored: get_payload() would decode 8-bit text, and parse fields out of order.
-    payload = getattr(part, "_payload", None)
-    if isinstance(payload, str):
-        part.set_payload(_without_eol(payload))
+def _eol_length(text: str, start: int, end: int) -> int:
+    """The length of the CRLF, CR or LF that ends text[start:end] (0: none)."""
+    if text.endswith("\r\n", start, end):
+        return 2
+    return 1 if text.endswith(("\r", "\n"), start, end) else 0
 
 
 def _without_eol(text: str) -> str:

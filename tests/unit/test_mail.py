@@ -1,12 +1,14 @@
 """Unit tests of shared.mail: headers, senders, order tags, preview, attachments, hostile input."""
 
 import base64
+import binascii
 import dataclasses
 import email.message
 import random
 import re
 from datetime import UTC, datetime
 
+import pybase64
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +22,7 @@ from shared.mail import (
     normalize_address,
     parse_mail,
 )
-from shared.mailparts import _WORDS, _decoded_payload, words
+from shared.mailparts import _WORDS, _decoded_payload, b64_in_blocks, words
 from tests.conftest import make_mail
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -864,6 +866,34 @@ def test_a_base64_body_decodes_as_the_email_package_decodes_it(body: str) -> Non
     part["Content-Transfer-Encoding"] = "base64"
     part.set_payload(body)
     assert _decoded_payload(part) == part.get_payload(decode=True)
+
+
+@FUZZ
+@given(
+    _B64_TEXT | st.binary(max_size=300).map(lambda b: base64.encodebytes(b).decode()),
+    st.integers(1, 120),
+)
+def test_a_base64_body_decoded_in_blocks_is_decoded_as_whole_or_left_whole(
+    body: str, block: int
+) -> None:
+    try:
+        whole: bytes | None = pybase64.b64decode(body.encode("ascii"), validate=False)
+    except (binascii.Error, ValueError):
+        whole = None
+    try:
+        in_blocks = b64_in_blocks(body, block)
+    except (binascii.Error, ValueError):
+        assert whole is None  # the last block is refused only where the whole body is
+        return
+    assert in_blocks is None or in_blocks == whole
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_a_long_base64_attachment_is_decoded_a_block_of_lines_at_a_time(eol: str) -> None:
+    data = random.Random(3).randbytes(10_000)
+    body = base64.encodebytes(data).decode("ascii").replace("\n", eol)
+    assert b64_in_blocks(body, block=1000) == data
+    assert b64_in_blocks(body, block=len(body)) is None  # not longer than a block: whole
 
 
 def test_an_attachment_is_decoded_whole() -> None:
