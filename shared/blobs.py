@@ -22,8 +22,8 @@ from shared.store import (  # the crash hook's two halves: a put is a bulk write
     DUPLICATE_KEY,
     Doc,
     Store,
-    _crash_mid_write,
-    _die,
+    crash_mid_write,
+    die_mid_write,
     insert_many_or_ignore,
     insert_or_ignore,
     store_errors,
@@ -102,10 +102,10 @@ class GridFsBlobStore:
         view = memoryview(data)
         count = -(-len(view) // CHUNK_SIZE)
         groups = range(0, count, GROUP_CHUNKS)
-        crash_at = _crash_mid_write(self._chunks, len(groups))  # the fault suite's test hook
+        crash_at = crash_mid_write(self._chunks, len(groups))  # the fault suite's test hook
         for number, first in enumerate(groups):
             if number == crash_at:
-                _die()
+                die_mid_write()
             group = [
                 {
                     "files_id": key,

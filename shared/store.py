@@ -186,7 +186,7 @@ WRITE_CHUNK = 32
 CRASH_MID_WRITE_ENV = "MAILINTAKE_TEST_CRASH_MID_WRITE"
 
 
-def _crash_mid_write(collection: Collection[Doc], statements: int) -> int | None:
+def crash_mid_write(collection: Collection[Doc], statements: int) -> int | None:
     """How many of `statements` to send before the test hook kills the process, or None."""
     target, _, marker = os.environ.get(CRASH_MID_WRITE_ENV, "").partition(":")
     if statements < 2 or target != collection.name or not marker:
@@ -198,7 +198,7 @@ def _crash_mid_write(collection: Collection[Doc], statements: int) -> int | None
     return statements // 2
 
 
-def _die() -> None:
+def die_mid_write() -> None:
     log.warning("test_crash_mid_write")
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -212,10 +212,10 @@ def bulk_write_in_chunks(
     """Run `requests` as commands of at most WRITE_CHUNK statements, in order: how many
     statements matched a document. A failing command raises, and those after it are not run
     (each caller's writes are idempotent, and its batch is handled again)."""
-    cut = _crash_mid_write(collection, len(requests))
+    cut = crash_mid_write(collection, len(requests))
     if cut is not None:
         bulk_write_in_chunks(collection, requests[:cut], ordered=ordered)
-        _die()
+        die_mid_write()
     matched = 0
     for start in range(0, len(requests), WRITE_CHUNK):
         chunk = requests[start : start + WRITE_CHUNK]
@@ -242,10 +242,10 @@ def insert_in_order(collection: Collection[Doc], docs: list[Doc]) -> int:
     """
     if not docs:
         return 0
-    cut = _crash_mid_write(collection, len(docs))
+    cut = crash_mid_write(collection, len(docs))
     if cut is not None:
         insert_in_order(collection, docs[:cut])
-        _die()
+        die_mid_write()
     try:
         collection.insert_many(docs, ordered=True)
     except pymongo.errors.BulkWriteError as exc:
@@ -257,10 +257,10 @@ def insert_many_or_ignore(collection: Collection[Doc], docs: list[Doc]) -> set[A
     """Insert `docs` with one command; the _ids that existed already (those stay as they were)."""
     if not docs:
         return set()
-    cut = _crash_mid_write(collection, len(docs))
+    cut = crash_mid_write(collection, len(docs))
     if cut is not None:
         insert_many_or_ignore(collection, docs[:cut])
-        _die()
+        die_mid_write()
     try:
         collection.insert_many(docs, ordered=False)
     except pymongo.errors.BulkWriteError as exc:
