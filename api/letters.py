@@ -4,23 +4,27 @@ raw source and parts as downloads."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import urllib.parse
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import StreamingResponse
 
 from api.auth import StoreDep, Tenant
 from api.letter_models import Letter, LetterPage, LetterSummary, Outcome, summary_fields
 from api.problems import FieldError, ProblemError, not_found, responses
-from shared.blobs import GridFsBlobStore
-from shared.letter import body_text, part_bytes, raw_bytes
+from shared.blobs import BlobStream, GridFsBlobStore
+from shared.letter import body_text, part_ref
 from shared.store import Doc, Store, store_errors
 
 router = APIRouter(tags=["letters"], responses=responses(400, 401, 403, 404, 422))
 Limit = Annotated[int, Query(ge=1, le=200, description="letters per page")]
 Cursor = Annotated[str | None, Query(max_length=500, description="a page's next_cursor")]
+T = TypeVar("T")
 _LIST_FIELDS = {"_id": 1, **dict.fromkeys(("account_id", "received_at", "from_address"), 1)}
 _LIST_FIELDS |= dict.fromkeys(("from_name", "subject", "status", "matched_by"), 1)
 _LIST_FIELDS |= dict.fromkeys(("order_id", "customer_id", "skip_reason", "failure_reason"), 1)
@@ -127,7 +131,7 @@ def find_letter(store: Store, tenant: str, letter_id: str) -> Doc:
     return doc
 
 
-def _blob(what: str, read: Any) -> Any:
+def _blob(what: str, read: Callable[[], T]) -> T:
     try:
         return read()
     except KeyError as exc:  # a document naming a blob that is gone: say so, do not 500
@@ -160,10 +164,19 @@ def read_letter(letter_id: str, tenant: Tenant, store: StoreDep) -> Letter:
     return Letter.model_validate(letter)
 
 
-def _download(data: bytes, content_type: str, filename: str) -> Response:
+def _download(blob: BlobStream, content_type: str, filename: str) -> Response:
+    """The blob sent as it is read (a large one is never whole in the API's memory). The
+    first piece is read before the answer starts, so a blob that cannot be read at all is
+    still a problem answer, not a 200 cut short."""
     quoted = urllib.parse.quote(filename, safe="")
-    disposition = f"attachment; filename*=UTF-8''{quoted}"
-    return Response(data, media_type=content_type, headers={"Content-Disposition": disposition})
+    headers = {
+        "Content-Disposition": f"attachment; filename*=UTF-8''{quoted}",
+        "Content-Length": str(blob.length),
+    }
+    first = next(blob.pieces, b"")
+    return StreamingResponse(
+        itertools.chain([first], blob.pieces), media_type=content_type, headers=headers
+    )
 
 
 _RAW: dict[int | str, dict[str, Any]] = {
@@ -178,11 +191,15 @@ _PART: dict[int | str, dict[str, Any]] = {
 def letter_raw(letter_id: str, tenant: Tenant, store: StoreDep) -> Response:
     """The raw source (message/rfc822); 404 when it was not kept or was pruned."""
     doc = find_letter(store, tenant, letter_id)
-    data = _blob("the raw source", lambda: raw_bytes(doc, GridFsBlobStore(store)))
-    if data is None:
+    ref = doc.get("raw_ref")
+    if ref is None:
         why = "was pruned" if doc.get("raw_pruned_at") else f"is not kept ({doc.get('status')})"
         raise ProblemError(404, f"letter {letter_id}'s raw source {why}")
-    return _download(data, "message/rfc822", f"{letter_id}.eml")
+    blobs = GridFsBlobStore(store)
+    return _blob(
+        "the raw source",
+        lambda: _download(blobs.open_own(tenant, ref), "message/rfc822", f"{letter_id}.eml"),
+    )
 
 
 @router.get("/letters/{letter_id}/attachments/{index}", response_class=Response, responses=_PART)
@@ -194,7 +211,10 @@ def letter_part(
     parts = doc.get("attachments") or []
     if not 0 <= index < len(parts):
         raise not_found(f"part of letter {letter_id}:", index)
-    data = _blob(f"part {index}", lambda: part_bytes(doc, index, GridFsBlobStore(store)))
-    part = parts[index]
+    part, blobs = parts[index], GridFsBlobStore(store)
     name = part.get("filename") or f"part-{index}"
-    return _download(data, part.get("content_type") or "application/octet-stream", name)
+    content_type = part.get("content_type") or "application/octet-stream"
+    return _blob(
+        f"part {index}",
+        lambda: _download(blobs.open_own(tenant, part_ref(doc, index)), content_type, name),
+    )

@@ -10,7 +10,8 @@ a few chunks at a time, so a put or a read holds the blob once plus one group of
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bson import Binary, Int64
@@ -40,6 +41,25 @@ _FILES_INDEX = [("filename", ASCENDING), ("uploadDate", ASCENDING)]
 
 class CorruptBlobError(TransientError):
     """Raised when a stored GridFS file's chunks do not add up to its length."""
+
+
+@dataclass(frozen=True)
+class BlobStream:
+    """A blob's length and its pieces, read as they are taken."""
+
+    length: int
+    pieces: Iterator[bytes]
+
+
+def _read_errors(cursor: Iterable[Doc]) -> Iterator[Doc]:
+    """The cursor's documents, a store error on the way a TransientError (as store_errors)."""
+    iterator = iter(cursor)
+    while True:
+        with store_errors("read blob"):
+            doc = next(iterator, None)
+        if doc is None:
+            return
+        yield doc
 
 
 class GridFsBlobStore:
@@ -155,25 +175,52 @@ class GridFsBlobStore:
         kept = (self._pending or {}).get(ref)
         if kept is not None and kept["tenant_id"] == tenant_id:
             return bytes(kept["data"])
+        doc, file = self._find_own(tenant_id, ref)
+        if doc is not None:
+            return bytes(doc["data"])
+        return self._read_file(file)
+
+    def open_own(self, tenant_id: str, ref: str) -> BlobStream:
+        """The tenant's blob `ref` as its length and its pieces, read from the store as they
+        are taken (a GridFS file a chunk at a time); KeyError when absent or another tenant's.
+        What a download sends without ever holding the whole blob."""
+        doc, file = self._find_own(tenant_id, ref)
+        if doc is not None:
+            data = bytes(doc["data"])
+            return BlobStream(len(data), iter([data]))
+        return BlobStream(int(file["length"]), self._file_pieces(file))
+
+    def _find_own(self, tenant_id: str, ref: str) -> tuple[Doc | None, Doc]:
+        """(the inline document, {}) or (None, the GridFS files document) of the tenant's blob."""
         own = {"_id": ref, "tenant_id": tenant_id}
         with store_errors("read blob"):
             doc = self._blobs.find_one(own)
             if doc is not None:
-                return bytes(doc["data"])
+                return doc, {}
             stored = self._files.find_one(own)
-            if stored is None:
-                raise KeyError(f"no stored blob {ref!r}")
-            return self._read_file(stored)
+        if stored is None:
+            raise KeyError(f"no stored blob {ref!r}")
+        return None, stored
 
     def _read_file(self, file: Doc) -> bytes:
         """The whole content of a GridFS file, read into one buffer of its length: chunks come
         GROUP_CHUNKS at a time and are copied in, never all held besides the result."""
-        length, chunk_size = int(file["length"]), int(file["chunkSize"])
+        length = int(file["length"])
         buffer = io.BytesIO()
         if length:  # sized at once: the chunks are written into it, never reallocated
             buffer.seek(length - 1)
             buffer.write(b"\0")
             buffer.seek(0)
+        for data in self._file_pieces(file):
+            buffer.write(data)
+        # getvalue() hands over the buffer's own bytes (no copy) when it is full and unshared.
+        return buffer.getvalue()
+
+    def _file_pieces(self, file: Doc) -> Iterator[bytes]:
+        """A GridFS file's chunks in order, each checked against the file's length and chunk
+        size; CorruptBlobError at a missing, extra or wrongly sized one."""
+        length, chunk_size = int(file["length"]), int(file["chunkSize"])
+        done = 0
         for n, data in enumerate(self._chunk_data(file["_id"])):
             expected = min(chunk_size, length - n * chunk_size)
             if n * chunk_size >= length and not data:
@@ -182,19 +229,19 @@ class GridFsBlobStore:
                 raise CorruptBlobError(
                     f"blob {file['_id']}: chunk {n} has {len(data)} bytes, not {expected}"
                 )
-            buffer.write(data)
-        if buffer.tell() != length:
-            raise CorruptBlobError(f"blob {file['_id']}: {buffer.tell()} of {length} bytes stored")
-        # getvalue() hands over the buffer's own bytes (no copy) when it is full and unshared.
-        return buffer.getvalue()
+            done += len(data)
+            yield data
+        if done != length:
+            raise CorruptBlobError(f"blob {file['_id']}: {done} of {length} bytes stored")
 
     def _chunk_data(self, file_id: object) -> Iterator[bytes]:
         """The file's chunks' data in order; CorruptBlobError at a missing or extra one."""
-        cursor = self._chunks.find(
-            {"files_id": file_id}, {"_id": 0, "n": 1, "data": 1}, sort=_CHUNKS_INDEX
-        ).batch_size(GROUP_CHUNKS)
+        with store_errors("read blob"):
+            cursor = self._chunks.find(
+                {"files_id": file_id}, {"_id": 0, "n": 1, "data": 1}, sort=_CHUNKS_INDEX
+            ).batch_size(GROUP_CHUNKS)
         with cursor:
-            for expected, chunk in enumerate(cursor):
+            for expected, chunk in enumerate(_read_errors(cursor)):
                 if chunk["n"] != expected:
                     raise CorruptBlobError(f"blob {file_id}: chunk {expected} is missing")
                 yield bytes(chunk["data"])

@@ -189,12 +189,17 @@ def body_text(doc: dict[str, Any], name: BodyField, blobs: BlobReader) -> str | 
     return None if ref is None else blobs.get_own(doc["tenant_id"], ref).decode("utf-8")
 
 
-def part_bytes(doc: dict[str, Any], index: int, blobs: BlobReader) -> bytes:
-    """The content of the document's part `index`; IndexError if it has no such part."""
+def part_ref(doc: dict[str, Any], index: int) -> str:
+    """The blob of the document's part `index`; IndexError if it has no such part."""
     parts = doc.get("attachments") or []
     if not 0 <= index < len(parts):
         raise IndexError(index)
-    return blobs.get_own(doc["tenant_id"], parts[index]["ref"])
+    return str(parts[index]["ref"])
+
+
+def part_bytes(doc: dict[str, Any], index: int, blobs: BlobReader) -> bytes:
+    """The content of the document's part `index`; IndexError if it has no such part."""
+    return blobs.get_own(doc["tenant_id"], part_ref(doc, index))
 
 
 def raw_bytes(doc: dict[str, Any], blobs: BlobReader) -> bytes | None:

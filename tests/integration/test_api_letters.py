@@ -3,8 +3,11 @@ one letter whole; its raw source and parts as downloads."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from shared.blobs import INLINE_LIMIT
 from shared.store import Store
 from tests.apiclient import Api, seed_letter
 
@@ -82,6 +85,33 @@ def test_one_letter_whole_with_its_raw_source_and_parts_as_downloads(
     assert got.headers["content-type"] == "image/png" and got.content == b"\x89PNG-bytes"
     assert "filename*=UTF-8''pic%201.png" in got.headers["content-disposition"]
     assert api.client.get("/letters/m1/attachments/1", headers=headers).status_code == 404
+
+
+def test_a_large_source_and_part_are_sent_whole_as_they_are_read(api: Api, store: Store) -> None:
+    picture = random.Random(7).randbytes(INLINE_LIMIT + 300_000)  # stored in GridFS
+    doc = seed_letter(store, "big", "t-a", minutes=0, attachment=picture)
+    files = store["rawmail.files"]
+    assert files.count_documents({"tenant_id": "t-a"}) == 2  # the source and the part
+    headers = api.token("t-a")
+    raw = api.client.get("/letters/big/raw", headers=headers)
+    assert raw.status_code == 200 and raw.headers["content-length"] == str(doc["size"])
+    assert len(raw.content) == doc["size"] and raw.content.startswith(b"From: ann@")
+    part = api.client.get("/letters/big/attachments/0", headers=headers)
+    assert part.status_code == 200 and part.headers["content-length"] == str(len(picture))
+    assert part.content == picture
+
+
+def test_a_stored_part_that_cannot_be_read_is_a_problem_not_a_short_download(
+    api: Api, store: Store
+) -> None:
+    picture = random.Random(8).randbytes(INLINE_LIMIT + 300_000)
+    doc = seed_letter(store, "broken", "t-a", minutes=0, attachment=picture)
+    ref = doc["attachments"][0]["ref"]
+    store["rawmail.chunks"].delete_one({"files_id": ref, "n": 0})
+    answer = api.client.get("/letters/broken/attachments/0", headers=api.token("t-a"))
+    assert answer.status_code == 503, answer.status_code
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "chunk 0 is missing" in answer.json()["detail"]
 
 
 def test_a_skipped_letter_says_why_and_has_no_source(api: Api, store: Store) -> None:
