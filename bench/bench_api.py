@@ -26,6 +26,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def api_process(run: Run, port: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m api` of the run on `port`, ready; stopped at the end (its log in the run's)."""
+    environment = run.env(MAILINTAKE_API_ADDR=f"127.0.0.1:{port}", **env)
+    with (run.log_dir / "api.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "api"], env=environment, cwd=REPO,
+                                   stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_ready(port)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def wait_ready(port: int) -> None:
@@ -169,53 +186,49 @@ def main() -> int:
     args = parse_args()
     run = Run.start("bapi")
     port = free_port()
-    process = None
     try:
         customers = seed(run, args.customers, args.letters)
         token = create_token(run.store, tenant_id=run.tenant, name="bench", now=datetime.now(UTC))
         counts = Path(tempfile.mkdtemp(prefix="bench-api-counts-"))
         path = os.pathsep.join(filter(None, [str(RECORDER), os.environ.get("PYTHONPATH")]))
-        env = run.env(MAILINTAKE_API_ADDR=f"127.0.0.1:{port}", PYTHONPATH=path,
-                      MAILINTAKE_BENCH_COUNT=str(counts))  # fmt: skip
-        with (run.log_dir / "api.log").open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=REPO,
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_ready(port)
-
-        baseline = load(args.clients, lambda out: direct(run, customers, args, out))
-        errors: list[int] = []
-        time.sleep(1.2)  # the counts file is saved at most once a second
-        sent_before, cpu_before = commands(counts), _cpu_s(process.pid)
-        served = load(args.clients, lambda out: client(port, token, customers, args, out, errors))
-        cpu_used = _cpu_s(process.pid) - cpu_before
-        time.sleep(1.2)
-        sent = commands(counts)
-        per_request = {
-            name: round((n - sent_before.get(name, 0)) / len(served[0]), 3)
-            for name, n in sorted(sent.items())
-            if n > sent_before.get(name, 0)
-        }
-        rows = [
-            figures("straight to the store (baseline)", *baseline),
-            figures("GET /customers/{id}/letters", *served, errors=len(errors)),
-        ]
-        ratio = rows[1]["p50_ms"] / max(rows[0]["p50_ms"], 0.001)
-        ours = {
-            "API CPU ms per request": round(cpu_used / len(served[0]) * 1e3, 2),
-            "store commands per request": per_request,
-            "p50 API / p50 baseline": round(ratio, 2),
-            "clients": args.clients,
-            "letters stored": args.customers * args.letters,
-        }
-        print_table(f"reads of letters by customer, {args.clients} concurrent clients", rows)
-        print_table("what carries over to another store", [ours])
-        save_json("bench_api", {"args": vars(args), "result": rows, "ours": ours})
+        with api_process(run, port, PYTHONPATH=path, MAILINTAKE_BENCH_COUNT=str(counts)) as api:
+            measure(run, args, port, token, customers, api, counts)
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=60)
         run.close()
     return 0
+
+
+def measure(run: Run, args: argparse.Namespace, port: int, token: str, customers: list[str],
+            process: subprocess.Popen[bytes], counts: Path) -> None:  # fmt: skip
+    """The baseline, then the same reads through the API; the figures printed and saved."""
+    baseline = load(args.clients, lambda out: direct(run, customers, args, out))
+    errors: list[int] = []
+    time.sleep(1.2)  # the counts file is saved at most once a second
+    sent_before, cpu_before = commands(counts), _cpu_s(process.pid)
+    served = load(args.clients, lambda out: client(port, token, customers, args, out, errors))
+    cpu_used = _cpu_s(process.pid) - cpu_before
+    time.sleep(1.2)
+    sent = commands(counts)
+    per_request = {
+        name: round((n - sent_before.get(name, 0)) / len(served[0]), 3)
+        for name, n in sorted(sent.items())
+        if n > sent_before.get(name, 0)
+    }
+    rows = [
+        figures("straight to the store (baseline)", *baseline),
+        figures("GET /customers/{id}/letters", *served, errors=len(errors)),
+    ]
+    ratio = rows[1]["p50_ms"] / max(rows[0]["p50_ms"], 0.001)
+    ours = {
+        "API CPU ms per request": round(cpu_used / len(served[0]) * 1e3, 2),
+        "store commands per request": per_request,
+        "p50 API / p50 baseline": round(ratio, 2),
+        "clients": args.clients,
+        "letters stored": args.customers * args.letters,
+    }
+    print_table(f"reads of letters by customer, {args.clients} concurrent clients", rows)
+    print_table("what carries over to another store", [ours])
+    save_json("bench_api", {"args": vars(args), "result": rows, "ours": ours})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -27,8 +26,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_api import free_port, wait_ready
-from bench.common import REPO, Run, print_table, proc_status, save_json
+from bench.bench_api import api_process, free_port
+from bench.common import Run, print_table, proc_status, save_json
 from ops.tokens import create_token
 from shared.blobs import GridFsBlobStore
 
@@ -56,9 +55,12 @@ def seed(run: Run, size: int) -> str:
     return "big"
 
 
-def download(port: int, token: str, letter: str, rounds: int, size: int, out: list[float]) -> None:
+def download(
+    port: int, token: str, letter: str, args: argparse.Namespace, out: list[float]
+) -> None:
+    size = args.mib * MiB
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         started = time.perf_counter()
         conn.request("GET", f"/letters/{letter}/raw", headers={"Authorization": f"Bearer {token}"})
         answer = conn.getresponse()
@@ -70,9 +72,10 @@ def download(port: int, token: str, letter: str, rounds: int, size: int, out: li
         out.append(time.perf_counter() - started)
 
 
-def straight(run: Run, ref: str, rounds: int, size: int, out: list[float]) -> None:
+def straight(run: Run, ref: str, args: argparse.Namespace, out: list[float]) -> None:
+    size = args.mib * MiB
     blobs = GridFsBlobStore(run.store)
-    for _ in range(rounds):
+    for _ in range(args.rounds):
         started = time.perf_counter()
         got = sum(len(piece) for piece in blobs.open_own(run.tenant, ref).pieces)
         if got != size:
@@ -97,51 +100,51 @@ def main() -> int:
     size = args.mib * MiB
     run = Run.start("bdl")
     port = free_port()
-    process = None
     try:
         letter = seed(run, size)
-        ref = f"raw/{run.tenant}-big"
         token = create_token(run.store, tenant_id=run.tenant, name="bench", now=datetime.now(UTC))
-        env = run.env(MAILINTAKE_API_ADDR=f"127.0.0.1:{port}")
-        with (run.log_dir / "api.log").open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "api"], env=env, cwd=REPO,
-                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        wait_ready(port)
-        idle = proc_status(process.pid)["peak_rss_mb"]
-
-        base, base_wall = at_once(
-            args.clients, lambda out: straight(run, ref, args.rounds, size, out)
-        )
-        served, wall = at_once(
-            args.clients, lambda out: download(port, token, letter, args.rounds, size, out)
-        )
-        peak = proc_status(process.pid)["peak_rss_mb"]
-        whole = args.clients * size / MiB
-        moved = args.clients * args.rounds * size / MiB
-        rows = [
-            {"what": "straight from the store (baseline)", "MB/s": round(moved / base_wall, 1),
-             "slowest_s": round(max(base), 2)},
-            {"what": "GET /letters/{id}/raw", "MB/s": round(moved / wall, 1),
-             "slowest_s": round(max(served), 2)},
-        ]  # fmt: skip
-        memory = {
-            "API peak RSS idle MB": idle,
-            "API peak RSS after MB": peak,
-            "growth MB": peak - idle,
-            "downloads held whole would be MB": round(whole),
-            "growth / held whole": round((peak - idle) / whole, 3),
-            "rate API / baseline": round(rows[1]["MB/s"] / max(rows[0]["MB/s"], 0.001), 2),
-        }
-        title = f"{args.clients} concurrent downloads of a {args.mib} MiB raw source"
-        print_table(title + f", {args.rounds} each", rows)
-        print_table("the API's memory", [memory])
-        save_json("bench_api_downloads", {"args": vars(args), "rates": rows, "memory": memory})
+        with api_process(run, port) as api:
+            idle = proc_status(api.pid)["peak_rss_mb"]
+            base, base_wall = at_once(
+                args.clients, lambda out: straight(run, f"raw/{run.tenant}-big", args, out)
+            )
+            served, wall = at_once(
+                args.clients, lambda out: download(port, token, letter, args, out)
+            )
+            peak = proc_status(api.pid)["peak_rss_mb"]
+        report(args, idle, peak, (base, base_wall), (served, wall))
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=60)
         run.close()
     return 0
+
+
+def report(
+    args: argparse.Namespace,
+    idle: int,
+    peak: int,
+    base: tuple[list[float], float],
+    served: tuple[list[float], float],
+) -> None:
+    moved = args.clients * args.rounds * args.mib
+    whole = args.clients * args.mib
+    rows = [
+        {"what": "straight from the store (baseline)", "MB/s": round(moved / base[1], 1),
+         "slowest_s": round(max(base[0]), 2)},
+        {"what": "GET /letters/{id}/raw", "MB/s": round(moved / served[1], 1),
+         "slowest_s": round(max(served[0]), 2)},
+    ]  # fmt: skip
+    memory = {
+        "API peak RSS idle MB": idle,
+        "API peak RSS after MB": peak,
+        "growth MB": peak - idle,
+        "downloads held whole would be MB": whole,
+        "growth / held whole": round((peak - idle) / whole, 3),
+        "rate API / baseline": round(rows[1]["MB/s"] / max(rows[0]["MB/s"], 0.001), 2),
+    }
+    title = f"{args.clients} concurrent downloads of a {args.mib} MiB raw source"
+    print_table(title + f", {args.rounds} each", rows)
+    print_table("the API's memory", [memory])
+    save_json("bench_api_downloads", {"args": vars(args), "rates": rows, "memory": memory})
 
 
 if __name__ == "__main__":

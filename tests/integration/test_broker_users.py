@@ -62,11 +62,16 @@ def shared_namespace(amqp_url: str) -> Iterator[Topology]:
     lib_sh("rabbitmq_topic_rules", topology.namespace)
     yield topology
     lib_sh("rabbitmq_topic_rules", topology.namespace, "clear")
+    drop_topology(admin)
+
+
+def drop_topology(admin: Broker) -> None:
+    """Delete the queues and exchanges of the administrator's namespace, and close."""
     admin.connect()
-    for queue in topology.all_queues():
+    for queue in admin.topology.all_queues():
         admin.channel.queue_delete(queue)
-    admin.channel.exchange_delete(topology.exchange)
-    admin.channel.exchange_delete(topology.failures_exchange)
+    admin.channel.exchange_delete(admin.topology.exchange)
+    admin.channel.exchange_delete(admin.topology.failures_exchange)
     admin.close()
 
 
@@ -369,12 +374,7 @@ def test_the_set_up_job_holds_its_users_to_their_own_namespace(
     finally:
         for name in names:
             _delete_user(admin, name)
-        declaring.connect()
-        for queue in other.all_queues():
-            declaring.channel.queue_delete(queue)
-        declaring.channel.exchange_delete(other.exchange)
-        declaring.channel.exchange_delete(other.failures_exchange)
-        declaring.close()
+        drop_topology(declaring)
 
 
 def _delete_user(management_url: str, name: str) -> None:
