@@ -10,15 +10,14 @@ from typing import Any, TypeVar
 
 from ops.context import Context
 from ops.output import UserError, print_json
-from shared.blobs import GridFsBlobStore
+from shared.blobs import BlobStream, GridFsBlobStore
 from shared.errors import MailintakeError
 from shared.letter import (
     BodyField,
     body_text,
-    part_bytes,
+    part_ref,
     prunable_raw,
     pruned_raw,
-    raw_bytes,
 )
 from shared.store import Doc, store_errors
 
@@ -84,7 +83,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     if args.what == "raw":
         if args.json:
             raise UserError("--raw writes the source as it is: it takes no --json")
-        sys.stdout.buffer.write(_raw(doc, blobs))
+        for piece in _raw(doc, blobs).pieces:  # written as read: never whole in memory
+            sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()
     elif args.what is not None:
         _show_body(doc, "text" if args.what == "text" else "html_safe", blobs, as_json=args.json)
@@ -108,10 +108,12 @@ def _show_body(doc: Doc, name: BodyField, blobs: GridFsBlobStore, *, as_json: bo
         sys.stdout.write(_ended(text))
 
 
-def _raw(doc: Doc, blobs: GridFsBlobStore) -> bytes:
-    data = _blob(f"the raw source of {doc['_id']}", lambda: raw_bytes(doc, blobs))
-    if data is not None:
-        return data
+def _raw(doc: Doc, blobs: GridFsBlobStore) -> BlobStream:
+    ref = doc.get("raw_ref")
+    if ref is not None:
+        return _blob(
+            f"the raw source of {doc['_id']}", lambda: blobs.open_own(doc["tenant_id"], ref)
+        )
     if doc.get("raw_pruned_at") is not None:
         raise UserError(f"e-mail {doc['_id']}'s raw source was pruned on {doc['raw_pruned_at']}")
     raise UserError(f"e-mail {doc['_id']}'s raw source is not kept (status {doc.get('status')})")
@@ -199,13 +201,14 @@ def cmd_attachment(args: argparse.Namespace, ctx: Context) -> int:
         raise UserError(f"e-mail {args.email_id} has no part {index} ({has})")
     what = f"part {index} of {args.email_id}"
     blobs = GridFsBlobStore(ctx.store)
-    data = _blob(what, lambda: part_bytes(doc, index, blobs))
+    blob = _blob(what, lambda: blobs.open_own(doc["tenant_id"], part_ref(doc, index)))
     try:
         with open(args.output, "wb") as out:
-            out.write(data)
+            for piece in blob.pieces:  # written as read: never whole in memory
+                out.write(piece)
     except OSError as exc:
         raise UserError(f"cannot write {args.output}: {exc.strerror}") from exc
-    print(f"wrote {what} ({len(data)} bytes) to {args.output}")
+    print(f"wrote {what} ({blob.length} bytes) to {args.output}")
     return 0
 
 

@@ -23,10 +23,9 @@ __all__ = [
     "PartLimits",
     "body_text",
     "letter_fields",
-    "part_bytes",
+    "part_ref",
     "prunable_raw",
     "pruned_raw",
-    "raw_bytes",
     "raw_key",
     "stored_parts",
 ]
@@ -195,17 +194,6 @@ def part_ref(doc: dict[str, Any], index: int) -> str:
     if not 0 <= index < len(parts):
         raise IndexError(index)
     return str(parts[index]["ref"])
-
-
-def part_bytes(doc: dict[str, Any], index: int, blobs: BlobReader) -> bytes:
-    """The content of the document's part `index`; IndexError if it has no such part."""
-    return blobs.get_own(doc["tenant_id"], part_ref(doc, index))
-
-
-def raw_bytes(doc: dict[str, Any], blobs: BlobReader) -> bytes | None:
-    """The raw source as the server held it; None when it was not kept or was pruned."""
-    ref = doc.get("raw_ref")
-    return None if ref is None else blobs.get_own(doc["tenant_id"], ref)
 
 
 def prunable_raw(tenant_id: str, stored_before: datetime) -> dict[str, Any]:
