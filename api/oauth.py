@@ -8,6 +8,7 @@ the refresh token stored encrypted, as `mailintake accounts authorize` does.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
@@ -76,10 +77,12 @@ def start_authorization(
 ) -> OAuthStarted:
     """Begin signing the account in: the provider's URL for the person's browser."""
     account = _oauth_account(store, tenant, account_id)
+    now = datetime.now(UTC)
     try:
-        started = pending.start(store, box, account, body.redirect_uri, now=datetime.now(UTC))
+        started = pending.start(store, box, account, body.redirect_uri, now=now)
     except pending.TooManyStartedError as exc:
-        raise ProblemError(429, str(exc)) from exc
+        wait = math.ceil((exc.retry_at - now).total_seconds())
+        raise ProblemError(429, str(exc), retry_after=wait) from exc
     log.info("oauth_authorization_started", tenant_id=tenant, account_id=account_id)
     return OAuthStarted(
         authorization_url=started.url, state=started.state, expires_at=started.expires_at

@@ -51,9 +51,17 @@ class Problem(BaseModel):
 class ProblemError(Exception):
     """Raised by a handler to answer with a problem document."""
 
-    def __init__(self, status: int, detail: str, errors: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.errors = status, detail, errors or []
+        self.retry_after = retry_after  # seconds, sent as Retry-After
 
 
 def not_found(what: str, ident: object) -> ProblemError:
@@ -67,6 +75,7 @@ def _safe(value: Any) -> Any:
         return repr(value)
 
 
+RETRY_UNAVAILABLE_SECONDS = 5  # what a 503 asks a client to wait before it tries again
 SECRET_FIELDS = frozenset(
     {"password", "secret", "client_secret", "refresh_token", "token", "code", "state"}
 )
@@ -88,12 +97,18 @@ def field_errors(
 
 
 def problem_response(
-    status: int, detail: str, errors: list[FieldError] | None = None
+    status: int,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    *,
+    retry_after: int | None = None,
 ) -> JSONResponse:
     body = Problem(
         title=TITLES.get(status, "Error"), status=status, detail=detail, errors=errors or []
     )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(retry_after, 1))
     return JSONResponse(
         body.model_dump(mode="json"), status_code=status, media_type=PROBLEM_TYPE, headers=headers
     )
@@ -108,7 +123,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ProblemError)
     async def _problem(_request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, exc.errors)
+        return problem_response(exc.status, exc.detail, exc.errors, retry_after=exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -123,8 +138,9 @@ def install(app: FastAPI) -> None:
     async def _unavailable(_request: Request, exc: TransientError) -> JSONResponse:
         log.warning("api_service_unavailable", error=str(exc))
         if isinstance(exc, StoreUnavailableError):
-            return problem_response(503, "the store is not reachable; try again")
-        return problem_response(503, f"{exc}; try again")
+            detail = "the store is not reachable; try again"
+            return problem_response(503, detail, retry_after=RETRY_UNAVAILABLE_SECONDS)
+        return problem_response(503, f"{exc}; try again", retry_after=RETRY_UNAVAILABLE_SECONDS)
 
 
 def _content() -> dict[str, Any]:

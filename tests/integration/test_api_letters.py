@@ -110,6 +110,7 @@ def test_a_stored_part_that_cannot_be_read_is_a_problem_not_a_short_download(
     store["rawmail.chunks"].delete_one({"files_id": ref, "n": 0})
     answer = api.client.get("/letters/broken/attachments/0", headers=api.token("t-a"))
     assert answer.status_code == 503, answer.status_code
+    assert answer.headers["retry-after"] == "5"
     assert answer.headers["content-type"] == "application/problem+json"
     assert "chunk 0 is missing" in answer.json()["detail"]
 

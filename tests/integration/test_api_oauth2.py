@@ -229,6 +229,7 @@ def test_an_account_with_too_many_started_authorizations_is_refused_until_one_en
     assert refused.status_code == 429, refused.text
     ends = datetime.fromisoformat(first["expires_at"])
     assert f"start again after {ends:%Y-%m-%d %H:%M:%S} UTC" in refused.json()["detail"]
+    assert 0 < int(refused.headers["retry-after"]) <= pending.LIFETIME.total_seconds()
     open_states = {"tenant_id": "t-a", "account_id": account_id, "verifier_enc": {"$exists": 1}}
     assert store["oauth_states"].count_documents(open_states) == pending.MAX_STARTED
     start(api, headers, other)  # another account of the tenant is not held back

@@ -108,3 +108,4 @@ def test_a_broker_that_is_down_is_a_503_naming_it(settings: Settings, store: Sto
         assert answer.status_code == 503
         assert answer.headers["content-type"] == "application/problem+json"
         assert "127.0.0.1:1" in answer.json()["detail"]
+        assert answer.headers["retry-after"] == "5"
